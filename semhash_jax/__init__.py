@@ -1,0 +1,1 @@
+"""SemanticHash in JAX: semantics-guided deep hashing for image retrieval."""

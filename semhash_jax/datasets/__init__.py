@@ -1,0 +1,1 @@
+"""TFDS builders, dataset lookup and retrieval protocols."""

@@ -1,0 +1,1 @@
+"""Visual and semantic hash networks and their backbones."""

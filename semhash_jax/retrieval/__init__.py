@@ -1,0 +1,1 @@
+"""Retrieval with binary hash codes: sign binarisation, bit packing, Hamming distance and mAP."""

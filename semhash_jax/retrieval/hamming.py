@@ -1,0 +1,29 @@
+"""Hamming distances between packed binary codes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from semhash_jax.retrieval.codes import check_packed
+
+
+@jax.jit
+def hamming_distances(query_packed: jax.Array, database_packed: jax.Array) -> jax.Array:
+    """Compute the int32 Hamming distance matrix [Q, N] between packed codes.
+
+    Both inputs are uint32 arrays from `pack_codes` or `pack_codes_jax` with the same
+    number of words. The distance is the popcount of the XOR, summed over words. The
+    result has Q x N entries, so call this on query chunks, not on a whole large set.
+    Raises ValueError, when jit traces, for wrong ranks, dtypes or word counts.
+    """
+    check_packed(query_packed, "query_packed")
+    check_packed(database_packed, "database_packed")
+    if query_packed.shape[1] != database_packed.shape[1]:
+        raise ValueError(
+            f"query_packed has {query_packed.shape[1]} words per code but database_packed "
+            f"has {database_packed.shape[1]}. Pack both with the same code length."
+        )
+
+    differing_bits = jnp.bitwise_xor(query_packed[:, None, :], database_packed[None, :, :])
+    return jnp.sum(jax.lax.population_count(differing_bits), axis=-1, dtype=jnp.int32)

@@ -1,0 +1,1 @@
+"""Text encoders that map class names to embeddings, used to build class prototypes."""

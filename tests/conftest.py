@@ -1,0 +1,18 @@
+"""Test session setup: 8 virtual CPU devices and offline, parsed absl flags.
+
+XLA_FLAGS must be set before JAX is imported anywhere, which is why this
+happens at import time of the conftest.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+# grain and orbax read absl flags; under pytest nothing parses them.
+flags.FLAGS.mark_as_parsed()
