@@ -19,85 +19,84 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def _check_positive_int(value, name: str):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-    raise ValueError(
-        f"config.{name}={value!r} is invalid: it must be a positive integer. "
-        f"Set --config.{name}=<integer > 0>."
-    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"config.{name}={value!r} is invalid: it must be a positive integer. "
+            f"Set --config.{name}=<integer > 0>."
+        )
 
 
 def _check_choice(value, name: str, choices):
-  if value not in choices:
-    raise ValueError(
-        f"Unknown config.{name}={value!r}. Set --config.{name} to one of: "
-        f"{', '.join(sorted(choices))}."
-    )
+    if value not in choices:
+        raise ValueError(
+            f"Unknown config.{name}={value!r}. Set --config.{name} to one of: "
+            f"{', '.join(sorted(choices))}."
+        )
 
 
 def check_workdir(workdir: str | os.PathLike):
-  """Create the workdir if needed and raise when it cannot be written."""
-  path = pathlib.Path(workdir)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check"):
-      pass
-  except OSError as e:
-    raise PermissionError(
-        f"The workdir {str(path)!r} is not writable ({e.strerror}). Pass a "
-        "--workdir that you can write to."
-    ) from e
+    """Create the workdir if needed and raise when it cannot be written."""
+    path = pathlib.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check"):
+            pass
+    except OSError as e:
+        raise PermissionError(
+            f"The workdir {str(path)!r} is not writable ({e.strerror}). Pass a "
+            "--workdir that you can write to."
+        ) from e
 
 
 def check_config(config, device_count: int):
-  """Raise on invalid values in `config` for a run on `device_count` devices."""
-  _check_positive_int(config.bits, "bits")
-  _check_positive_int(config.batch_size, "batch_size")
-  _check_positive_int(config.eval_batch_size, "eval_batch_size")
-  _check_positive_int(config.num_train_steps, "num_train_steps")
-  _check_positive_int(config.log_every_steps, "log_every_steps")
-  _check_positive_int(config.checkpoint_every_steps, "checkpoint_every_steps")
-  _check_positive_int(config.max_checkpoints_to_keep, "max_checkpoints_to_keep")
-  _check_positive_int(config.image_size, "image_size")
-  _check_positive_int(config.num_channels, "num_channels")
-  if config.top_k is not None:
-    _check_positive_int(config.top_k, "top_k")
-  for name in ("batch_size", "eval_batch_size"):
-    if config[name] % device_count:
-      raise ValueError(
-          f"config.{name}={config[name]} does not divide across "
-          f"{device_count} devices. Set --config.{name} to a multiple of "
-          f"{device_count}."
-      )
-  for name in ("mean", "std"):
-    if len(config[name]) != config.num_channels:
-      raise ValueError(
-          f"config.{name} has {len(config[name])} values but "
-          f"config.num_channels={config.num_channels}. Give one per channel."
-      )
-  if any(value <= 0 for value in config.std):
-    raise ValueError(f"config.std={config.std} must be positive.")
-  _check_choice(config.model.backbone, "model.backbone", backbones.BACKBONES)
-  _check_choice(config.model.stem, "model.stem", ("cifar", "imagenet"))
-  for width in config.model.semantic_hidden:
-    _check_positive_int(width, "model.semantic_hidden")
-  _check_choice(config.loss.alignment, "loss.alignment", losses.ALIGNMENT_LOSSES)
-  _check_choice(config.loss.similarity, "loss.similarity", losses.SIMILARITIES)
-  _check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
-  _check_choice(config.text.pooling, "text.pooling", embeddings.POOLING_MODES)
-  _check_choice(config.protocol, "protocol", protocols.PROTOCOLS)
-  if config.text.template.count("{}") != 1:
-    raise ValueError(
-        f"config.text.template={config.text.template!r} must contain exactly "
-        "one '{}' where the class name goes."
-    )
-  if config.optimizer.learning_rate <= 0:
-    raise ValueError(
-        f"config.optimizer.learning_rate={config.optimizer.learning_rate} must "
-        "be positive."
-    )
+    """Raise on invalid values in `config` for a run on `device_count` devices."""
+    _check_positive_int(config.bits, "bits")
+    _check_positive_int(config.batch_size, "batch_size")
+    _check_positive_int(config.eval_batch_size, "eval_batch_size")
+    _check_positive_int(config.num_train_steps, "num_train_steps")
+    _check_positive_int(config.log_every_steps, "log_every_steps")
+    _check_positive_int(config.checkpoint_every_steps, "checkpoint_every_steps")
+    _check_positive_int(config.max_checkpoints_to_keep, "max_checkpoints_to_keep")
+    _check_positive_int(config.image_size, "image_size")
+    _check_positive_int(config.num_channels, "num_channels")
+    if config.top_k is not None:
+        _check_positive_int(config.top_k, "top_k")
+    for name in ("batch_size", "eval_batch_size"):
+        if config[name] % device_count:
+            raise ValueError(
+                f"config.{name}={config[name]} does not divide across "
+                f"{device_count} devices. Set --config.{name} to a multiple of "
+                f"{device_count}."
+            )
+    for name in ("mean", "std"):
+        if len(config[name]) != config.num_channels:
+            raise ValueError(
+                f"config.{name} has {len(config[name])} values but "
+                f"config.num_channels={config.num_channels}. Give one per channel."
+            )
+    if any(value <= 0 for value in config.std):
+        raise ValueError(f"config.std={config.std} must be positive.")
+    _check_choice(config.model.backbone, "model.backbone", backbones.BACKBONES)
+    _check_choice(config.model.stem, "model.stem", ("cifar", "imagenet"))
+    for width in config.model.semantic_hidden:
+        _check_positive_int(width, "model.semantic_hidden")
+    _check_choice(config.loss.alignment, "loss.alignment", losses.ALIGNMENT_LOSSES)
+    _check_choice(config.loss.similarity, "loss.similarity", losses.SIMILARITIES)
+    _check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
+    _check_choice(config.text.pooling, "text.pooling", embeddings.POOLING_MODES)
+    _check_choice(config.protocol, "protocol", protocols.PROTOCOLS)
+    if config.text.template.count("{}") != 1:
+        raise ValueError(
+            f"config.text.template={config.text.template!r} must contain exactly "
+            "one '{}' where the class name goes."
+        )
+    if config.optimizer.learning_rate <= 0:
+        raise ValueError(
+            f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be positive."
+        )
 
 
 def check_inputs(config):
-  """Raise when the dataset source or the text model cannot be found."""
-  registry.check_source(config.dataset, config.data_dir, config.source_dir)
-  embeddings.resolve_model_dir(config.text.model)
+    """Raise when the dataset source or the text model cannot be found."""
+    registry.check_source(config.dataset, config.data_dir, config.source_dir)
+    embeddings.resolve_model_dir(config.text.model)

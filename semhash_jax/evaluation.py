@@ -25,155 +25,170 @@ EVAL_DIR = "eval"
 
 
 class Encoder:
-  """Jitted image and class-name encoders of one model state, in eval mode."""
+    """Jitted image and class-name encoders of one model state, in eval mode."""
 
-  def __init__(self, graphdef: nnx.GraphDef, state: nnx.State, mesh):
-    model, _ = nnx.merge(graphdef, state)
-    model.eval()
-    model_graphdef, self._model_state = nnx.split(model)
-    self._mesh = mesh
-    replicated = sharding.replicated(mesh)
+    def __init__(self, graphdef: nnx.GraphDef, state: nnx.State, mesh):
+        if jax.process_count() > 1:
+            # TODO: gather the codes and masks of all processes for multi-host runs.
+            raise NotImplementedError(
+                "Evaluation runs in a single process only. Run the evaluation binary on one host."
+            )
+        model, _ = nnx.merge(graphdef, state)
+        model.eval()
+        model_graphdef, self._model_state = nnx.split(model)
+        self._mesh = mesh
+        replicated = sharding.replicated(mesh)
 
-    def encode_images(model_state, images):
-      return nnx.merge(model_graphdef, model_state).visual(images)
+        def encode_images(model_state, images):
+            return nnx.merge(model_graphdef, model_state).visual(images)
 
-    def encode_classes(model_state, class_embeddings):
-      return nnx.merge(model_graphdef, model_state).semantic(class_embeddings)
+        def encode_classes(model_state, class_embeddings):
+            return nnx.merge(model_graphdef, model_state).semantic(class_embeddings)
 
-    self._encode_images = jax.jit(
-        encode_images, in_shardings=(None, sharding.batch_sharded(mesh)),
-        out_shardings=replicated)
-    self._encode_classes = jax.jit(encode_classes, out_shardings=replicated)
+        self._encode_images = jax.jit(
+            encode_images,
+            in_shardings=(None, sharding.batch_sharded(mesh)),
+            out_shardings=replicated,
+        )
+        self._encode_classes = jax.jit(encode_classes, out_shardings=replicated)
 
-  def images(self, source: input_pipeline.PoolSource, batch_size: int, mean, std):
-    """Return real-valued codes [N, K] and labels [N] of every item of `source`."""
-    codes, labels = [], []
-    for batch in input_pipeline.eval_batches(
-        source, global_batch_size=batch_size, mean=mean, std=std):
-      mask = batch.pop("mask")
-      images = jax.make_array_from_process_local_data(
-          sharding.batch_sharded(self._mesh), batch["image"])
-      batch_codes = np.asarray(self._encode_images(self._model_state, images))
-      # Masks of every process, in the order the global batch was laid out.
-      global_mask = np.asarray(jax.make_array_from_process_local_data(
-          sharding.replicated(self._mesh), mask)) if jax.process_count() == 1 else None
-      if global_mask is None:
-        raise NotImplementedError(
-            "Multi-process evaluation is not supported yet; run the "
-            "evaluation binary in a single process.")
-      codes.append(batch_codes[global_mask])
-      labels.append(batch["label"][mask])
-    return np.concatenate(codes), np.concatenate(labels)
+    def images(self, source: input_pipeline.PoolSource, batch_size: int, mean, std):
+        """Return real-valued codes [N, K] and labels [N] of every item of `source`."""
+        codes, labels = [], []
+        for batch in input_pipeline.eval_batches(
+            source, global_batch_size=batch_size, mean=mean, std=std
+        ):
+            mask = batch.pop("mask")
+            images = jax.make_array_from_process_local_data(
+                sharding.batch_sharded(self._mesh), batch["image"]
+            )
+            batch_codes = np.asarray(self._encode_images(self._model_state, images))
+            codes.append(batch_codes[mask])
+            labels.append(batch["label"][mask])
+        return np.concatenate(codes), np.concatenate(labels)
 
-  def classes(self, class_embeddings: np.ndarray) -> np.ndarray:
-    """Return real-valued class prototypes [C, K]."""
-    return np.asarray(self._encode_classes(self._model_state, class_embeddings))
+    def classes(self, class_embeddings: np.ndarray) -> np.ndarray:
+        """Return real-valued class prototypes [C, K]."""
+        return np.asarray(self._encode_classes(self._model_state, class_embeddings))
 
 
 def _write_json_atomically(path: pathlib.Path, payload: dict):
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(payload, indent=2) + "\n")
-  os.replace(tmp, path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def format_results(results: dict) -> str:
-  """Return the results as a short plain-text table."""
-  protocol = results["protocol"]
-  rows = [
-      ("step", results["step"]),
-      ("bits", results["bits"]),
-      ("protocol", protocol["name"]),
-      ("queries / database / train",
-       f"{protocol['num_query']} / {protocol['num_database']} / {protocol['num_train']}"),
-  ]
-  rows += [(name, f"{value:.4f}" if isinstance(value, float) else value)
-           for name, value in results["metrics"].items()]
-  rows.append(("tie rule", results["tie_rule"]))
-  width = max(len(name) for name, _ in rows)
-  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    """Return the results as a short plain-text table."""
+    protocol = results["protocol"]
+    rows = [
+        ("step", results["step"]),
+        ("bits", results["bits"]),
+        ("protocol", protocol["name"]),
+        (
+            "queries / database / train",
+            f"{protocol['num_query']} / {protocol['num_database']} / {protocol['num_train']}",
+        ),
+    ]
+    rows += [
+        (name, f"{value:.4f}" if isinstance(value, float) else value)
+        for name, value in results["metrics"].items()
+    ]
+    rows.append(("tie rule", results["tie_rule"]))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def evaluate_state(config, workdir, *, step: int, setup: run_setup.Setup,
-                   graphdef: nnx.GraphDef, state: nnx.State) -> dict:
-  """Score one model state on the protocol split and write the results."""
-  logging.info("Evaluating step %d.", step)
-  encoder = Encoder(graphdef, state, setup.mesh)
-  split = setup.split
+def evaluate_state(
+    config, workdir, *, step: int, setup: run_setup.Setup, graphdef: nnx.GraphDef, state: nnx.State
+) -> dict:
+    """Score one model state on the protocol split and write the results."""
+    logging.info("Evaluating step %d.", step)
+    encoder = Encoder(graphdef, state, setup.mesh)
+    split = setup.split
 
-  def encode(ids):
-    source = input_pipeline.PoolSource(
-        setup.builder, split.splits, split.split_sizes, ids)
-    return encoder.images(source, config.eval_batch_size, config.mean, config.std)
+    def encode(ids):
+        source = input_pipeline.PoolSource(setup.builder, split.splits, split.split_sizes, ids)
+        return encoder.images(source, config.eval_batch_size, config.mean, config.std)
 
-  query_codes, query_labels = encode(split.query_ids)
-  database_codes, database_labels = encode(split.database_ids)
-  prototypes = encoder.classes(setup.class_embeddings)
-  logging.info("Encoded %d queries and %d database images.",
-               len(query_codes), len(database_codes))
-
-  query_packed = codes_lib.pack_codes(codes_lib.binarize(query_codes))
-  database_packed = codes_lib.pack_codes(codes_lib.binarize(database_codes))
-  prototype_packed = codes_lib.pack_codes(codes_lib.binarize(prototypes))
-  scores = metrics_lib.mean_average_precision(
-      query_packed, query_labels, database_packed, database_labels, config.top_k)
-
-  metric_names = [name for name in scores if name.startswith("mAP@")]
-  results = {
-      "step": int(step),
-      "bits": int(config.bits),
-      "dataset": config.dataset,
-      "protocol": {
-          "name": split.protocol,
-          "seed": split.seed,
-          "num_query": int(len(split.query_ids)),
-          "num_database": int(len(split.database_ids)),
-          "num_train": int(len(split.train_ids)),
-      },
-      "metrics": {
-          **{name: scores[name] for name in metric_names},
-          "queries_without_relevant": scores["queries_without_relevant"],
-      },
-      "top_k": scores["top_k"],
-      "tie_rule": scores["tie_rule"],
-      "binarization": "sign, with sign(0) = +1",
-  }
-
-  if jax.process_index() == 0:
-    eval_dir = pathlib.Path(workdir) / EVAL_DIR
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    codes_path = eval_dir / f"codes_step{step}.npz"
-    tmp = eval_dir / f".codes_step{step}.tmp.npz"
-    np.savez(
-        tmp, bits=config.bits, query_codes=query_packed, query_labels=query_labels,
-        query_ids=split.query_ids, database_codes=database_packed,
-        database_labels=database_labels, database_ids=split.database_ids,
-        prototype_codes=prototype_packed,
-        class_names=np.asarray(setup.class_names),
+    query_codes, query_labels = encode(split.query_ids)
+    database_codes, database_labels = encode(split.database_ids)
+    prototypes = encoder.classes(setup.class_embeddings)
+    logging.info(
+        "Encoded %d queries and %d database images.", len(query_codes), len(database_codes)
     )
-    os.replace(tmp, codes_path)
-    results["codes_file"] = str(codes_path)
-    _write_json_atomically(eval_dir / f"results_step{step}.json", results)
-    _write_json_atomically(eval_dir / "results.json", results)
-    logging.info("Wrote %s and %s.", eval_dir / "results.json", codes_path)
-  return results
+
+    query_packed = codes_lib.pack_codes(codes_lib.binarize(query_codes))
+    database_packed = codes_lib.pack_codes(codes_lib.binarize(database_codes))
+    prototype_packed = codes_lib.pack_codes(codes_lib.binarize(prototypes))
+    scores = metrics_lib.mean_average_precision(
+        query_packed, query_labels, database_packed, database_labels, config.top_k
+    )
+
+    metric_names = [name for name in scores if name.startswith("mAP@")]
+    results = {
+        "step": int(step),
+        "bits": int(config.bits),
+        "dataset": config.dataset,
+        "protocol": {
+            "name": split.protocol,
+            "seed": split.seed,
+            "num_query": int(len(split.query_ids)),
+            "num_database": int(len(split.database_ids)),
+            "num_train": int(len(split.train_ids)),
+        },
+        "metrics": {
+            **{name: scores[name] for name in metric_names},
+            "queries_without_relevant": scores["queries_without_relevant"],
+        },
+        "top_k": scores["top_k"],
+        "tie_rule": scores["tie_rule"],
+        "binarization": "sign, with sign(0) = +1",
+    }
+
+    if jax.process_index() == 0:
+        eval_dir = pathlib.Path(workdir) / EVAL_DIR
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        codes_path = eval_dir / f"codes_step{step}.npz"
+        tmp = eval_dir / f".codes_step{step}.tmp.npz"
+        np.savez(
+            tmp,
+            bits=config.bits,
+            query_codes=query_packed,
+            query_labels=query_labels,
+            query_ids=split.query_ids,
+            database_codes=database_packed,
+            database_labels=database_labels,
+            database_ids=split.database_ids,
+            prototype_codes=prototype_packed,
+            class_names=np.asarray(setup.class_names),
+        )
+        os.replace(tmp, codes_path)
+        results["codes_file"] = str(codes_path)
+        _write_json_atomically(eval_dir / f"results_step{step}.json", results)
+        _write_json_atomically(eval_dir / "results.json", results)
+        logging.info("Wrote %s and %s.", eval_dir / "results.json", codes_path)
+    return results
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> dict:
-  """Restore a checkpoint of `workdir` (latest when `step` is None) and score it."""
-  logging.info("Starting evaluation of %s.", workdir)
-  setup = run_setup.prepare_run(config, workdir, create_split=False)
-  num_classes = len(setup.class_names)
-  embedding_dim = setup.class_embeddings.shape[1]
-  checkpointer = checkpointing.Checkpointer(
-      workdir,
-      fingerprint=checkpointing.config_fingerprint(config, embedding_dim, num_classes),
-  )
-  step = checkpointing.find_step(checkpointer, step)
-  checkpointer.check_compatible(step)
-  schedule = train_state_lib.make_schedule(config)
-  train_state = train_state_lib.create_train_state(
-      config, setup.mesh, embedding_dim=embedding_dim, schedule=schedule)
-  state = checkpointer.restore(step, train_state.state)
-  checkpointer.close()
-  return evaluate_state(config, workdir, step=step, setup=setup,
-                        graphdef=train_state.graphdef, state=state)
+    """Restore a checkpoint of `workdir` (latest when `step` is None) and score it."""
+    logging.info("Starting evaluation of %s.", workdir)
+    setup = run_setup.prepare_run(config, workdir, create_split=False)
+    num_classes = len(setup.class_names)
+    embedding_dim = setup.class_embeddings.shape[1]
+    checkpointer = checkpointing.Checkpointer(
+        workdir,
+        fingerprint=checkpointing.config_fingerprint(config, embedding_dim, num_classes),
+    )
+    step = checkpointing.find_step(checkpointer, step)
+    checkpointer.check_compatible(step)
+    schedule = train_state_lib.make_schedule(config)
+    train_state = train_state_lib.create_train_state(
+        config, setup.mesh, embedding_dim=embedding_dim, schedule=schedule
+    )
+    state = checkpointer.restore(step, train_state.state)
+    checkpointer.close()
+    return evaluate_state(
+        config, workdir, step=step, setup=setup, graphdef=train_state.graphdef, state=state
+    )

@@ -19,202 +19,229 @@ from semhash_jax import run_setup, sharding, train_state as train_state_lib
 
 
 def augment(images, key, *, flip: bool, max_shift: int):
-  """Random horizontal flips and shifts of up to `max_shift` pixels."""
-  flip_key, shift_key = jax.random.split(key)
-  batch, height, width, channels = images.shape
-  if flip:
-    flipped = jax.random.bernoulli(flip_key, 0.5, (batch, 1, 1, 1))
-    images = jnp.where(flipped, images[:, :, ::-1, :], images)
-  if max_shift > 0:
-    padding = ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0))
-    padded = jnp.pad(images, padding, mode="edge")
-    offsets = jax.random.randint(shift_key, (batch, 2), 0, 2 * max_shift + 1)
-    crop = lambda image, offset: jax.lax.dynamic_slice(
-        image, (offset[0], offset[1], 0), (height, width, channels))
-    images = jax.vmap(crop)(padded, offsets)
-  return images
+    """Random horizontal flips and shifts of up to `max_shift` pixels."""
+    flip_key, shift_key = jax.random.split(key)
+    batch, height, width, channels = images.shape
+    if flip:
+        flipped = jax.random.bernoulli(flip_key, 0.5, (batch, 1, 1, 1))
+        images = jnp.where(flipped, images[:, :, ::-1, :], images)
+    if max_shift > 0:
+        padding = ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0))
+        padded = jnp.pad(images, padding, mode="edge")
+        offsets = jax.random.randint(shift_key, (batch, 2), 0, 2 * max_shift + 1)
+        crop = lambda image, offset: jax.lax.dynamic_slice(
+            image, (offset[0], offset[1], 0), (height, width, channels)
+        )
+        images = jax.vmap(crop)(padded, offsets)
+    return images
 
 
-def make_train_step(config, train_state: train_state_lib.TrainState, mesh, num_classes: int,
-                    schedule: optax.Schedule):
-  """Return the jitted train step: (state, batch, embeddings, key) -> (state, metrics)."""
-  graphdef = train_state.graphdef
+def make_train_step(
+    config,
+    train_state: train_state_lib.TrainState,
+    mesh,
+    num_classes: int,
+    schedule: optax.Schedule,
+):
+    """Return the jitted train step: (state, batch, embeddings, key) -> (state, metrics)."""
+    graphdef = train_state.graphdef
 
-  def train_step(state, batch, class_embeddings, key):
-    model, optimizer = nnx.merge(graphdef, state)
-    step = optimizer.step[...]
-    step_key = jax.random.fold_in(key, step)
-    images = augment(batch["image"], step_key, flip=config.augment_flip,
-                     max_shift=config.augment_max_shift)
-    labels = jax.nn.one_hot(batch["label"], num_classes)
+    def train_step(state, batch, class_embeddings, key):
+        model, optimizer = nnx.merge(graphdef, state)
+        step = optimizer.step[...]
+        step_key = jax.random.fold_in(key, step)
+        images = augment(
+            batch["image"], step_key, flip=config.augment_flip, max_shift=config.augment_max_shift
+        )
+        labels = jax.nn.one_hot(batch["label"], num_classes)
 
-    def loss_fn(model):
-      codes, prototypes = model(images, class_embeddings)
-      return losses.semantic_hash_loss(codes, prototypes, labels, config.loss)
+        def loss_fn(model):
+            codes, prototypes = model(images, class_embeddings)
+            return losses.semantic_hash_loss(codes, prototypes, labels, config.loss)
 
-    (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    optimizer.update(model, grads)
-    metrics = {
-        "loss": loss,
-        **terms,
-        "grad_norm": optax.global_norm(grads),
-        "learning_rate": schedule(step),
-    }
-    return nnx.state((model, optimizer)), metrics
+        (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        metrics = {
+            "loss": loss,
+            **terms,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": schedule(step),
+        }
+        return nnx.state((model, optimizer)), metrics
 
-  replicated = sharding.replicated(mesh)
-  return jax.jit(
-      train_step,
-      in_shardings=(train_state.sharding, sharding.batch_sharded(mesh),
-                    replicated, replicated),
-      out_shardings=(train_state.sharding, replicated),
-      donate_argnums=(0,),
-  )
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        train_step,
+        in_shardings=(train_state.sharding, sharding.batch_sharded(mesh), replicated, replicated),
+        out_shardings=(train_state.sharding, replicated),
+        donate_argnums=(0,),
+    )
 
 
 def _check_finite(metrics: dict, first_step: int, last_step: int):
-  for name, value in metrics.items():
-    if not np.isfinite(value):
-      raise FloatingPointError(
-          f"{name} is {value} in steps {first_step}..{last_step}. Lower "
-          "--config.optimizer.learning_rate or check the input data; the "
-          f"checkpoints saved before step {first_step} are kept."
-      )
+    for name, value in metrics.items():
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f"{name} is {value} in steps {first_step}..{last_step}. Lower "
+                "--config.optimizer.learning_rate or check the input data; the "
+                f"checkpoints saved before step {first_step} are kept."
+            )
 
 
 class MetricAccumulator:
-  """Sum of per-step metrics since the last report, read back lazily."""
+    """Sum of per-step metrics since the last report, read back lazily."""
 
-  def __init__(self):
-    self._values: list[dict] = []
-    self.first_step: int | None = None
+    def __init__(self):
+        self._values: list[dict] = []
+        self.first_step: int | None = None
 
-  def add(self, step: int, metrics: dict):
-    if self.first_step is None:
-      self.first_step = step
-    self._values.append(metrics)
+    def add(self, step: int, metrics: dict):
+        if self.first_step is None:
+            self.first_step = step
+        self._values.append(metrics)
 
-  def pending(self) -> bool:
-    return bool(self._values)
+    def pending(self) -> bool:
+        return bool(self._values)
 
-  def flush(self) -> dict:
-    """Return means over the accumulated steps and reset."""
-    stacked = jax.device_get(self._values)
-    means = {
-        name: float(np.mean([values[name] for values in stacked]))
-        for name in stacked[0]
-    }
-    self._values = []
-    self.first_step = None
-    return means
+    def flush(self) -> dict:
+        """Return means over the accumulated steps and reset."""
+        stacked = jax.device_get(self._values)
+        means = {name: float(np.mean([values[name] for values in stacked])) for name in stacked[0]}
+        self._values = []
+        self.first_step = None
+        return means
 
 
 def _flatten(config) -> dict:
-  flat = {}
+    flat = {}
 
-  def visit(prefix, value):
-    if hasattr(value, "items"):
-      for key, item in value.items():
-        visit(f"{prefix}{key}.", item)
-    else:
-      flat[prefix[:-1]] = str(value) if isinstance(value, (tuple, list)) or value is None else value
+    def visit(prefix, value):
+        if hasattr(value, "items"):
+            for key, item in value.items():
+                visit(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = (
+                str(value) if isinstance(value, (tuple, list)) or value is None else value
+            )
 
-  visit("", config)
-  return flat
+    visit("", config)
+    return flat
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Train SemanticHash in `workdir`, resuming if it holds a checkpoint.
+    """Train SemanticHash in `workdir`, resuming from its latest checkpoint.
 
-  Returns the evaluation results of the final state (also written to
-  `workdir/eval/results.json`).
-  """
-  logging.info("Starting training in %s.", workdir)
-  setup = run_setup.prepare_run(config, workdir, create_split=True)
-  mesh = setup.mesh
-  num_classes = len(setup.class_names)
-  embedding_dim = setup.class_embeddings.shape[1]
+    Returns the evaluation results of the final state (also written to
+    `workdir/eval/results.json`).
+    """
+    logging.info("Starting training in %s.", workdir)
+    setup = run_setup.prepare_run(config, workdir, create_split=True)
+    mesh = setup.mesh
+    num_classes = len(setup.class_names)
+    embedding_dim = setup.class_embeddings.shape[1]
 
-  source = input_pipeline.PoolSource(
-      setup.builder, setup.split.splits, setup.split.split_sizes,
-      setup.split.train_ids,
-  )
-  train_iter = input_pipeline.train_iterator(
-      source, global_batch_size=config.batch_size, seed=config.seed,
-      mean=config.mean, std=config.std, worker_count=config.data_workers,
-  )
-
-  schedule = train_state_lib.make_schedule(config)
-  train_state = train_state_lib.create_train_state(config, mesh, embedding_dim=embedding_dim,
-                                   schedule=schedule)
-  checkpointer = checkpointing.Checkpointer(
-      workdir,
-      fingerprint=checkpointing.config_fingerprint(config, embedding_dim, num_classes),
-      config=config, max_to_keep=config.max_checkpoints_to_keep,
-  )
-  initial_step = checkpointer.latest_step() or 0
-  if initial_step:
-    train_state.state = checkpointer.restore(initial_step, train_state.state, train_iter)
-    logging.info("Resuming from step %d.", initial_step)
-
-  train_step = make_train_step(config, train_state, mesh, num_classes, schedule)
-  class_embeddings = jax.device_put(
-      jnp.asarray(setup.class_embeddings), sharding.replicated(mesh))
-  key = jax.device_put(jax.random.key(config.seed + 1), sharding.replicated(mesh))
-
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  if initial_step == 0:
-    writer.write_hparams(_flatten(config))
-  report = periodic_actions.ReportProgress(
-      num_train_steps=config.num_train_steps, writer=writer)
-  accumulator = MetricAccumulator()
-
-  def report_metrics(step):
-    first = accumulator.first_step
-    means = accumulator.flush()
-    _check_finite(means, first, step)
-    writer.write_scalars(step, means)
-
-  logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
-  step = initial_step
-  try:
-    for step in range(initial_step + 1, config.num_train_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = sharding.global_batch(next(train_iter), mesh)
-        train_state.state, metrics = train_step(
-            train_state.state, batch, class_embeddings, key)
-      accumulator.add(step, metrics)
-      report(step)
-      is_last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or is_last:
-        report_metrics(step)
-      if step % config.checkpoint_every_steps == 0 or is_last:
-        if accumulator.pending():
-          report_metrics(step)
-        with report.timed("checkpoint"):
-          checkpointer.save(step, train_state.state, train_iter)
-  except BaseException as e:
-    # Finish the saves already started, so that an interrupted run keeps
-    # every checkpoint it wrote before the error.
-    logging.error("Training stopped at step %d by %s: %s. Finishing "
-                  "checkpoint saves in flight.", step, type(e).__name__, e)
-    checkpointer.close()
-    writer.close()
-    raise
-  checkpointer.wait()
-  writer.flush()
-  logging.info("Finished training at step %d.", config.num_train_steps)
-
-  with report.timed("eval"):
-    results = evaluation.evaluate_state(
-        config, workdir, step=config.num_train_steps, setup=setup,
-        graphdef=train_state.graphdef, state=train_state.state,
+    source = input_pipeline.PoolSource(
+        setup.builder,
+        setup.split.splits,
+        setup.split.split_sizes,
+        setup.split.train_ids,
     )
-  writer.write_scalars(config.num_train_steps, {
-      f"eval/{name}": value for name, value in results["metrics"].items()
-      if isinstance(value, float)
-  })
-  writer.close()
-  checkpointer.close()
-  return results
+    if config.cache_train_images:
+        source = input_pipeline.InMemorySource(source)
+    train_iter = input_pipeline.train_iterator(
+        source,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        mean=config.mean,
+        std=config.std,
+        worker_count=config.data_workers,
+    )
+
+    schedule = train_state_lib.make_schedule(config)
+    train_state = train_state_lib.create_train_state(
+        config, mesh, embedding_dim=embedding_dim, schedule=schedule
+    )
+    checkpointer = checkpointing.Checkpointer(
+        workdir,
+        fingerprint=checkpointing.config_fingerprint(config, embedding_dim, num_classes),
+        config=config,
+        max_to_keep=config.max_checkpoints_to_keep,
+    )
+    initial_step = checkpointer.latest_step() or 0
+    if initial_step:
+        train_state.state = checkpointer.restore(initial_step, train_state.state, train_iter)
+        logging.info("Resuming from step %d.", initial_step)
+
+    train_step = make_train_step(config, train_state, mesh, num_classes, schedule)
+    class_embeddings = jax.device_put(
+        jnp.asarray(setup.class_embeddings), sharding.replicated(mesh)
+    )
+    key = jax.device_put(jax.random.key(config.seed + 1), sharding.replicated(mesh))
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    if initial_step == 0:
+        writer.write_hparams(_flatten(config))
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)
+    accumulator = MetricAccumulator()
+
+    def report_metrics(step):
+        first = accumulator.first_step
+        means = accumulator.flush()
+        _check_finite(means, first, step)
+        writer.write_scalars(step, means)
+
+    logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
+    step = initial_step
+    try:
+        for step in range(initial_step + 1, config.num_train_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = sharding.global_batch(next(train_iter), mesh)
+                train_state.state, metrics = train_step(
+                    train_state.state, batch, class_embeddings, key
+                )
+            accumulator.add(step, metrics)
+            report(step)
+            is_last = step == config.num_train_steps
+            if step % config.log_every_steps == 0 or is_last:
+                report_metrics(step)
+            if step % config.checkpoint_every_steps == 0 or is_last:
+                if accumulator.pending():
+                    report_metrics(step)
+                with report.timed("checkpoint"):
+                    checkpointer.save(step, train_state.state, train_iter)
+    except BaseException as e:
+        # Finish the saves already started, so that an interrupted run keeps
+        # every checkpoint it wrote before the error.
+        logging.error(
+            "Training stopped at step %d by %s: %s. Finishing checkpoint saves in flight.",
+            step,
+            type(e).__name__,
+            e,
+        )
+        checkpointer.close()
+        writer.close()
+        raise
+    checkpointer.wait()
+    writer.flush()
+    logging.info("Finished training at step %d.", config.num_train_steps)
+
+    with report.timed("eval"):
+        results = evaluation.evaluate_state(
+            config,
+            workdir,
+            step=config.num_train_steps,
+            setup=setup,
+            graphdef=train_state.graphdef,
+            state=train_state.state,
+        )
+    writer.write_scalars(
+        config.num_train_steps,
+        {
+            f"eval/{name}": value
+            for name, value in results["metrics"].items()
+            if isinstance(value, float)
+        },
+    )
+    writer.close()
+    checkpointer.close()
+    return results

@@ -11,61 +11,60 @@ from semhash_jax.models import hash_nets
 
 
 def make_schedule(config) -> optax.Schedule:
-  """Linear warmup to the peak learning rate, then cosine decay to zero."""
-  opt = config.optimizer
-  warmup = min(opt.warmup_steps, config.num_train_steps)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=opt.learning_rate, warmup_steps=warmup,
-      decay_steps=config.num_train_steps, end_value=0.0,
-  )
+    """Linear warmup to the peak learning rate, then cosine decay to zero."""
+    opt = config.optimizer
+    warmup = min(opt.warmup_steps, config.num_train_steps)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=opt.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=config.num_train_steps,
+        end_value=0.0,
+    )
 
 
 def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  opt = config.optimizer
-  if opt.name == "adam":
-    return optax.adamw(schedule, weight_decay=opt.weight_decay)
-  if opt.name == "sgd":
-    return optax.chain(
-        optax.add_decayed_weights(opt.weight_decay),
-        optax.sgd(schedule, momentum=0.9),
-    )
-  raise ValueError(
-      f"Unknown config.optimizer.name={opt.name!r}. Set it to 'adam' or 'sgd'."
-  )
+    opt = config.optimizer
+    if opt.name == "adam":
+        return optax.adamw(schedule, weight_decay=opt.weight_decay)
+    if opt.name == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(opt.weight_decay),
+            optax.sgd(schedule, momentum=0.9),
+        )
+    raise ValueError(f"Unknown config.optimizer.name={opt.name!r}. Set it to 'adam' or 'sgd'.")
 
 
 @dataclasses.dataclass
 class TrainState:
-  """The nnx graph definition, the state arrays and their shardings."""
+    """The nnx graph definition, the state arrays and their shardings."""
 
-  graphdef: nnx.GraphDef
-  state: nnx.State
-  sharding: nnx.State
-
-
-def create_train_state(config, mesh, *, embedding_dim: int,
-                       schedule: optax.Schedule) -> TrainState:
-  """Create model and optimizer state directly on the mesh, replicated.
-
-  The shapes come from `nnx.eval_shape`, so nothing is materialised on the
-  host before the jitted init writes the arrays with their final sharding.
-  """
-  tx = make_optimizer(config, schedule)
-
-  def build(key):
-    model = hash_nets.create_model(
-        config.model, bits=config.bits, in_channels=config.num_channels,
-        embedding_dim=embedding_dim, rngs=nnx.Rngs(key),
-    )
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    return model, optimizer
-
-  key = jax.random.key(config.seed)
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(key)))
-  state_sharding = jax.tree.map(
-      lambda _: sharding.replicated(mesh), abstract_state
-  )
-  init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=state_sharding)
-  return TrainState(graphdef, init(key), state_sharding)
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    sharding: nnx.State
 
 
+def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:
+    """Create model and optimizer state directly on the mesh, replicated.
+
+    The shapes come from `nnx.eval_shape`, so nothing is materialised on the
+    host before the jitted init writes the arrays with their final sharding.
+    """
+    tx = make_optimizer(config, schedule)
+
+    def build(key):
+        model = hash_nets.create_model(
+            config.model,
+            bits=config.bits,
+            in_channels=config.num_channels,
+            embedding_dim=embedding_dim,
+            rngs=nnx.Rngs(key),
+        )
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        return model, optimizer
+
+    key = jax.random.key(config.seed)
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(key)))
+    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
+    init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=state_sharding)
+    return TrainState(graphdef, init(key), state_sharding)

@@ -11,32 +11,41 @@ SOURCE_DIR = pathlib.Path(fashion_mnist.DEFAULT_SOURCE_DIR)
 
 
 def read_idx_independently(path: pathlib.Path) -> np.ndarray:
-  """Parse an IDX file from its spec: magic (2 zero bytes, dtype, ndim), dims, data."""
-  with gzip.open(path, "rb") as f:
-    raw = f.read()
-  assert raw[0] == 0 and raw[1] == 0 and raw[2] == 0x08  # unsigned byte data
-  ndim = raw[3]
-  dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-  return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(dims)
+    """Parse an IDX file from its spec: magic (2 zero bytes, dtype, ndim), dims, data."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    assert raw[:2] == b"\x00\x00"
+    assert raw[2] == 0x08  # unsigned byte data
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw[4 + 4 * ndim :], dtype=np.uint8).reshape(dims)
 
 
 class FashionMnistSlice(fashion_mnist.FashionMnistIdx, skip_registration=True):
-  """The real builder, limited to the first examples of each split.
+    """The real builder, limited to the first examples of each split.
 
-  It keeps the real builder's name, so that a data dir prepared with it looks
-  prepared to the binaries.
-  """
+    It keeps the real builder's name, so that a data dir prepared with it looks
+    prepared to the binaries.
+    """
 
-  name = "fashion_mnist_idx"
-  MAX_EXAMPLES_PER_SPLIT = 600
+    name = "fashion_mnist_idx"
+    MAX_EXAMPLES_PER_SPLIT = 600
 
 
 def prepare_slice(data_dir, source_dir=SOURCE_DIR, max_examples=600):
-  builder_class = type("Slice", (FashionMnistSlice,), {
-      "MAX_EXAMPLES_PER_SPLIT": max_examples, "__module__": __name__,
-  }, skip_registration=True)
-  builder = builder_class(data_dir=str(data_dir), file_format="array_record")
-  import tensorflow_datasets as tfds
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(source_dir)))
-  return builder
+    builder_class = type(
+        "Slice",
+        (FashionMnistSlice,),
+        {
+            "MAX_EXAMPLES_PER_SPLIT": max_examples,
+            "__module__": __name__,
+        },
+        skip_registration=True,
+    )
+    builder = builder_class(data_dir=str(data_dir), file_format="array_record")
+    import tensorflow_datasets as tfds
+
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(source_dir))
+    )
+    return builder

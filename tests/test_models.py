@@ -11,65 +11,72 @@ from semhash_jax.models import backbones, hash_nets
 
 
 def count_params(module) -> int:
-  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+    return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
 
 # torchvision's resnet18 and resnet50 have 11,689,512 and 25,557,032
 # parameters, of which the 1000-way classifier holds 512*1000+1000 and
 # 2048*1000+1000. Our backbones end at the pooled features.
-@pytest.mark.parametrize("name, expected", [
-    ("resnet18", 11_689_512 - 513_000),
-    ("resnet50", 25_557_032 - 2_049_000),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet18", 11_689_512 - 513_000),
+        ("resnet50", 25_557_032 - 2_049_000),
+    ],
+)
 def test_resnet_param_count_matches_torchvision(name, expected):
-  backbone = nnx.eval_shape(
-      lambda: backbones.create_backbone(name, 3, rngs=nnx.Rngs(0), stem="imagenet"))
-  assert count_params(backbone) == expected
+    backbone = nnx.eval_shape(
+        lambda: backbones.create_backbone(name, 3, rngs=nnx.Rngs(0), stem="imagenet")
+    )
+    assert count_params(backbone) == expected
 
 
 def test_small_cnn_param_count_by_hand():
-  # Convs without bias: 1*32*9 + 32*64*9 + 64*128*9; BN scale+bias: 2*(32+64+128);
-  # dense 128->256 with bias.
-  expected = 288 + 18_432 + 73_728 + 2 * 224 + 128 * 256 + 256
-  backbone = backbones.create_backbone("small_cnn", 1, rngs=nnx.Rngs(0))
-  assert count_params(backbone) == expected
+    # Convs without bias: 1*32*9 + 32*64*9 + 64*128*9; BN scale+bias: 2*(32+64+128);
+    # dense 128->256 with bias.
+    expected = 288 + 18_432 + 73_728 + 2 * 224 + 128 * 256 + 256
+    backbone = backbones.create_backbone("small_cnn", 1, rngs=nnx.Rngs(0))
+    assert count_params(backbone) == expected
 
 
-@pytest.mark.parametrize("backbone, stem, size", [
-    ("small_cnn", "cifar", 28), ("resnet18", "cifar", 32), ("resnet18", "imagenet", 64),
-])
+@pytest.mark.parametrize(
+    "backbone, stem, size",
+    [
+        ("small_cnn", "cifar", 28),
+        ("resnet18", "cifar", 32),
+        ("resnet18", "imagenet", 64),
+    ],
+)
 def test_model_outputs_codes_and_prototypes(backbone, stem, size):
-  config = ml_collections.ConfigDict(dict(
-      backbone=backbone, stem=stem, semantic_hidden=(16,)))
-  model = hash_nets.create_model(config, bits=12, in_channels=3, embedding_dim=8,
-                                 rngs=nnx.Rngs(0))
-  images = jax.random.normal(jax.random.key(0), (2, size, size, 3))
-  codes, prototypes = model(images, jnp.ones((5, 8)))
-  assert codes.shape == (2, 12)
-  assert prototypes.shape == (5, 12)
-  assert np.all(np.abs(codes) < 1) and np.all(np.abs(prototypes) < 1)
+    config = ml_collections.ConfigDict(dict(backbone=backbone, stem=stem, semantic_hidden=(16,)))
+    model = hash_nets.create_model(
+        config, bits=12, in_channels=3, embedding_dim=8, rngs=nnx.Rngs(0)
+    )
+    images = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    codes, prototypes = model(images, jnp.ones((5, 8)))
+    assert codes.shape == (2, 12)
+    assert prototypes.shape == (5, 12)
+    assert np.all(np.abs(codes) < 1) and np.all(np.abs(prototypes) < 1)
 
 
 def test_semantic_net_without_hidden_layers():
-  net = hash_nets.SemanticHashNet(8, (), 4, rngs=nnx.Rngs(0))
-  assert net(jnp.ones((3, 8))).shape == (3, 4)
-  assert count_params(net) == 8 * 4 + 4
+    net = hash_nets.SemanticHashNet(8, (), 4, rngs=nnx.Rngs(0))
+    assert net(jnp.ones((3, 8))).shape == (3, 4)
+    assert count_params(net) == 8 * 4 + 4
 
 
 def test_eval_mode_is_batch_independent():
-  config = ml_collections.ConfigDict(dict(
-      backbone="small_cnn", stem="cifar", semantic_hidden=()))
-  model = hash_nets.create_model(config, bits=8, in_channels=1, embedding_dim=4,
-                                 rngs=nnx.Rngs(0))
-  model.eval()
-  images = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
-  batch_codes = model.visual(images)
-  single_code = model.visual(images[2:3])
-  np.testing.assert_allclose(batch_codes[2:3], single_code, atol=1e-6)
+    config = ml_collections.ConfigDict(dict(backbone="small_cnn", stem="cifar", semantic_hidden=()))
+    model = hash_nets.create_model(config, bits=8, in_channels=1, embedding_dim=4, rngs=nnx.Rngs(0))
+    model.eval()
+    images = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    batch_codes = model.visual(images)
+    single_code = model.visual(images[2:3])
+    np.testing.assert_allclose(batch_codes[2:3], single_code, atol=1e-6)
 
 
 def test_unknown_backbone_raises():
-  with pytest.raises(ValueError, match="model.backbone"):
-    backbones.create_backbone("vgg99", 3, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="model.stem"):
-    backbones.create_backbone("resnet18", 3, rngs=nnx.Rngs(0), stem="tiny")
+    with pytest.raises(ValueError, match="model.backbone"):
+        backbones.create_backbone("vgg99", 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="model.stem"):
+        backbones.create_backbone("resnet18", 3, rngs=nnx.Rngs(0), stem="tiny")

@@ -400,7 +400,9 @@ def test_map_leaves_inputs_unchanged():
     originals = [argument.copy() for argument in arguments]
 
     mean_average_precision(*arguments, 3, query_chunk=2)
-    mean_average_precision(arguments[0], HAND_QUERY_CLASSES, arguments[2], HAND_DATABASE_CLASSES, None)
+    mean_average_precision(
+        arguments[0], HAND_QUERY_CLASSES, arguments[2], HAND_DATABASE_CLASSES, None
+    )
 
     for argument, original in zip(arguments, originals):
         np.testing.assert_array_equal(argument, original)
@@ -479,7 +481,9 @@ def test_map_rejects_bad_input():
     queries = pack_codes(HAND_QUERIES)
     database = pack_codes(HAND_DATABASE)
 
-    def call(top_k=None, query_labels=HAND_QUERY_CLASSES, database_labels=HAND_DATABASE_CLASSES, **kwargs):
+    def call(
+        top_k=None, query_labels=HAND_QUERY_CLASSES, database_labels=HAND_DATABASE_CLASSES, **kwargs
+    ):
         return mean_average_precision(
             kwargs.pop("queries", queries),
             query_labels,

@@ -197,7 +197,12 @@ def _write_tiny_checkpoint(folder: Path, drop_key=None, reshape_key=None):
         "pooler.dense.bias": (hidden,),
     }
     layer = "encoder.layer.0."
-    for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+    for name in (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ):
         shapes[f"{layer}{name}.weight"] = (hidden, hidden)
         shapes[f"{layer}{name}.bias"] = (hidden,)
     shapes[f"{layer}intermediate.dense.weight"] = (intermediate, hidden)
@@ -261,7 +266,9 @@ def test_load_wrong_shape_raises(tmp_path):
 @pytest.mark.parametrize("template", ["a photo", "{} and {}", "a photo of a {0}."])
 def test_bad_template_raises(tmp_path, template):
     with pytest.raises(ValueError, match="exactly one") as info:
-        class_name_embeddings(["bag"], model=DEFAULT_TEXT_MODEL, template=template, cache_dir=tmp_path)
+        class_name_embeddings(
+            ["bag"], model=DEFAULT_TEXT_MODEL, template=template, cache_dir=tmp_path
+        )
 
     assert repr(template) in str(info.value)
 
@@ -272,7 +279,9 @@ def _cache_files(cache_dir: Path) -> list[Path]:
 
 def test_class_embeddings_match_reference(reference):
     # "a photo of a {}." with "bag" gives reference text 2, "a photo of a bag.".
-    embeddings = class_name_embeddings(["bag"], model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=None)
+    embeddings = class_name_embeddings(
+        ["bag"], model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=None
+    )
 
     assert embeddings.shape == (1, 384)
     np.testing.assert_allclose(embeddings[0], reference["embeddings"][2], rtol=0, atol=ATOL)
@@ -280,14 +289,18 @@ def test_class_embeddings_match_reference(reference):
 
 def test_cache_serves_second_call(tmp_path, monkeypatch):
     names = ["T-shirt/top", "bag", "ankle boot"]
-    first = class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
+    first = class_name_embeddings(
+        names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path
+    )
     files = _cache_files(tmp_path)
 
     def fail_encode(self, texts, batch_size=64):
         raise AssertionError("encode called although the cache file exists")
 
     monkeypatch.setattr(TextEncoder, "encode", fail_encode)
-    second = class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
+    second = class_name_embeddings(
+        names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path
+    )
 
     assert len(files) == 1
     assert files[0].stem.startswith("text_embeddings_")
@@ -301,16 +314,22 @@ def test_cache_key_covers_inputs(tmp_path):
     names = ["bag", "ankle boot"]
 
     class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
-    class_name_embeddings(["ankle boot", "bag"], model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
+    class_name_embeddings(
+        ["ankle boot", "bag"], model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path
+    )
     class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template="{}", cache_dir=tmp_path)
-    class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, normalize=False, cache_dir=tmp_path)
+    class_name_embeddings(
+        names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, normalize=False, cache_dir=tmp_path
+    )
 
     assert len(_cache_files(tmp_path)) == 4
 
 
 def test_cache_recomputes_invalid_files(tmp_path):
     names = ["bag", "Sneaker"]
-    expected = class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
+    expected = class_name_embeddings(
+        names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path
+    )
     (path,) = _cache_files(tmp_path)
     with np.load(path) as stored:
         key = stored["key"]
@@ -323,7 +342,9 @@ def test_cache_recomputes_invalid_files(tmp_path):
     for description, write_invalid in invalid_contents.items():
         write_invalid()
 
-        recomputed = class_name_embeddings(names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path)
+        recomputed = class_name_embeddings(
+            names, model=DEFAULT_TEXT_MODEL, template=TEMPLATE, cache_dir=tmp_path
+        )
 
         np.testing.assert_allclose(recomputed, expected, rtol=0, atol=1e-6, err_msg=description)
         with np.load(path) as stored:

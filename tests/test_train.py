@@ -16,203 +16,216 @@ from tests import helpers
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("tfds")
-  helpers.prepare_slice(path, max_examples=600)
-  return str(path)
+    path = tmp_path_factory.mktemp("tfds")
+    helpers.prepare_slice(path, max_examples=600)
+    return str(path)
 
 
 def make_config(data_dir, **overrides):
-  config = fashion_mnist.get_config("protocol=train_test_split,runlocal")
-  config.unlock()
-  config.data_dir = data_dir
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  config.lock()
-  return config
+    config = fashion_mnist.get_config("protocol=train_test_split,runlocal")
+    config.unlock()
+    config.data_dir = data_dir
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    config.lock()
+    return config
 
 
 @pytest.fixture(scope="module")
 def setup(data_dir, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("setup")
-  return run_setup.prepare_run(make_config(data_dir), workdir, create_split=True)
+    workdir = tmp_path_factory.mktemp("setup")
+    return run_setup.prepare_run(make_config(data_dir), workdir, create_split=True)
 
 
 def first_batches(config, setup, count):
-  source = input_pipeline.PoolSource(
-      setup.builder, setup.split.splits, setup.split.split_sizes, setup.split.train_ids)
-  iterator = input_pipeline.train_iterator(
-      source, global_batch_size=config.batch_size, seed=0, mean=config.mean, std=config.std)
-  return [next(iterator) for _ in range(count)]
+    source = input_pipeline.PoolSource(
+        setup.builder, setup.split.splits, setup.split.split_sizes, setup.split.train_ids
+    )
+    iterator = input_pipeline.train_iterator(
+        source, global_batch_size=config.batch_size, seed=0, mean=config.mean, std=config.std
+    )
+    return [next(iterator) for _ in range(count)]
 
 
 def run_steps(config, setup, mesh, batches):
-  schedule = train_state_lib.make_schedule(config)
-  state = train_state_lib.create_train_state(
-      config, mesh, embedding_dim=setup.class_embeddings.shape[1], schedule=schedule)
-  step = train.make_train_step(config, state, mesh, len(setup.class_names), schedule)
-  embeddings = jnp.asarray(setup.class_embeddings)
-  key = jax.random.key(1)
-  metrics = []
-  for batch in batches:
-    state.state, step_metrics = step(
-        state.state, sharding.global_batch(batch, mesh), embeddings, key)
-    metrics.append(jax.device_get(step_metrics))
-  return state, step, metrics
+    schedule = train_state_lib.make_schedule(config)
+    state = train_state_lib.create_train_state(
+        config, mesh, embedding_dim=setup.class_embeddings.shape[1], schedule=schedule
+    )
+    step = train.make_train_step(config, state, mesh, len(setup.class_names), schedule)
+    embeddings = jnp.asarray(setup.class_embeddings)
+    key = jax.random.key(1)
+    metrics = []
+    for batch in batches:
+        state.state, step_metrics = step(
+            state.state, sharding.global_batch(batch, mesh), embeddings, key
+        )
+        metrics.append(jax.device_get(step_metrics))
+    return state, step, metrics
 
 
 def test_eight_devices_match_one(data_dir, setup):
-  assert jax.device_count() == 8
-  config = make_config(data_dir)
-  batches = first_batches(config, setup, 3)
-  one, _, metrics_one = run_steps(config, setup, sharding.make_mesh(jax.devices()[:1]), batches)
-  eight, _, metrics_eight = run_steps(config, setup, sharding.make_mesh(), batches)
-  for a, b in zip(metrics_one, metrics_eight):
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
-  leaves_one = jax.tree.leaves(one.state)
-  leaves_eight = jax.tree.leaves(eight.state)
-  assert len(leaves_one) == len(leaves_eight)
-  for a, b in zip(leaves_one, leaves_eight):
-    # Equal up to float32 rounding of reductions split over devices.
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert jax.device_count() == 8
+    config = make_config(data_dir)
+    batches = first_batches(config, setup, 3)
+    one, _, metrics_one = run_steps(config, setup, sharding.make_mesh(jax.devices()[:1]), batches)
+    eight, _, metrics_eight = run_steps(config, setup, sharding.make_mesh(), batches)
+    for a, b in zip(metrics_one, metrics_eight):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    leaves_one = jax.tree.leaves(one.state)
+    leaves_eight = jax.tree.leaves(eight.state)
+    assert len(leaves_one) == len(leaves_eight)
+    for a, b in zip(leaves_one, leaves_eight):
+        # Equal up to float32 rounding of reductions split over devices.
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
 def test_step_changes_every_parameter_and_compiles_once(data_dir, setup):
-  config = make_config(data_dir)
-  batches = first_batches(config, setup, 3)
-  mesh = sharding.make_mesh()
-  schedule = train_state_lib.make_schedule(config)
-  initial = train_state_lib.create_train_state(
-      config, mesh, embedding_dim=setup.class_embeddings.shape[1], schedule=schedule)
-  before = [np.asarray(x) for x in jax.tree.leaves(initial.state)]
-  trained, step, metrics = run_steps(config, setup, mesh, batches)
-  assert step._cache_size() == 1
-  assert all(np.isfinite(m["loss"]) for m in metrics)
-  from flax import nnx
-  model, _ = nnx.merge(trained.graphdef, trained.state)
-  params = jax.tree.leaves(nnx.state(model, nnx.Param))
-  model0, _ = nnx.merge(initial.graphdef, jax.tree.map(jnp.asarray, initial.state))
-  params0 = jax.tree.leaves(nnx.state(model0, nnx.Param))
-  for p0, p1 in zip(params0, params):
-    assert not np.array_equal(np.asarray(p0), np.asarray(p1))
-  del before
+    config = make_config(data_dir)
+    batches = first_batches(config, setup, 3)
+    mesh = sharding.make_mesh()
+    schedule = train_state_lib.make_schedule(config)
+    initial = train_state_lib.create_train_state(
+        config, mesh, embedding_dim=setup.class_embeddings.shape[1], schedule=schedule
+    )
+    before = [np.asarray(x) for x in jax.tree.leaves(initial.state)]
+    trained, step, metrics = run_steps(config, setup, mesh, batches)
+    assert step._cache_size() == 1
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    from flax import nnx
+
+    model, _ = nnx.merge(trained.graphdef, trained.state)
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    model0, _ = nnx.merge(initial.graphdef, jax.tree.map(jnp.asarray, initial.state))
+    params0 = jax.tree.leaves(nnx.state(model0, nnx.Param))
+    for p0, p1 in zip(params0, params):
+        assert not np.array_equal(np.asarray(p0), np.asarray(p1))
+    del before
 
 
 def test_checkpoint_round_trip(data_dir, setup, tmp_path):
-  config = make_config(data_dir)
-  mesh = sharding.make_mesh()
-  trained, _, _ = run_steps(config, setup, mesh, first_batches(config, setup, 2))
-  fingerprint = checkpointing.config_fingerprint(config, 384, 10)
-  saver = checkpointing.Checkpointer(tmp_path, fingerprint=fingerprint, config=config)
-  saver.save(2, trained.state)
-  saver.close()
-  other = train_state_lib.create_train_state(
-      make_config(data_dir, seed=5), mesh, embedding_dim=384,
-      schedule=train_state_lib.make_schedule(config))
-  loader = checkpointing.Checkpointer(tmp_path, fingerprint=fingerprint)
-  restored = loader.restore(2, other.state)
-  for a, b in zip(jax.tree.leaves(trained.state), jax.tree.leaves(restored)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for leaf in jax.tree.leaves(restored):
-    assert leaf.sharding.is_equivalent_to(sharding.replicated(mesh), leaf.ndim)
+    config = make_config(data_dir)
+    mesh = sharding.make_mesh()
+    trained, _, _ = run_steps(config, setup, mesh, first_batches(config, setup, 2))
+    fingerprint = checkpointing.config_fingerprint(config, 384, 10)
+    saver = checkpointing.Checkpointer(tmp_path, fingerprint=fingerprint, config=config)
+    saver.save(2, trained.state)
+    saver.close()
+    other = train_state_lib.create_train_state(
+        make_config(data_dir, seed=5),
+        mesh,
+        embedding_dim=384,
+        schedule=train_state_lib.make_schedule(config),
+    )
+    loader = checkpointing.Checkpointer(tmp_path, fingerprint=fingerprint)
+    restored = loader.restore(2, other.state)
+    for a, b in zip(jax.tree.leaves(trained.state), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for leaf in jax.tree.leaves(restored):
+        assert leaf.sharding.is_equivalent_to(sharding.replicated(mesh), leaf.ndim)
 
 
 def read_params(workdir, step):
-  path = workdir / "checkpoints" / str(step) / "state"
-  return ocp.StandardCheckpointer().restore(path)
+    path = workdir / "checkpoints" / str(step) / "state"
+    return ocp.StandardCheckpointer().restore(path)
 
 
 def test_resume_after_interruption_matches_uninterrupted(data_dir, tmp_path, monkeypatch):
-  config = make_config(data_dir)
-  straight = tmp_path / "straight"
-  train.train_and_evaluate(config, str(straight))
+    config = make_config(data_dir)
+    straight = tmp_path / "straight"
+    train.train_and_evaluate(config, str(straight))
 
-  interrupted = tmp_path / "interrupted"
-  real_make_train_step = train.make_train_step
+    interrupted = tmp_path / "interrupted"
+    real_make_train_step = train.make_train_step
 
-  def failing_make_train_step(*args, **kwargs):
-    step_fn = real_make_train_step(*args, **kwargs)
-    calls = {"count": 0}
+    def failing_make_train_step(*args, **kwargs):
+        step_fn = real_make_train_step(*args, **kwargs)
+        calls = {"count": 0}
 
-    def step(*step_args):
-      calls["count"] += 1
-      if calls["count"] == 13:
-        raise KeyboardInterrupt("simulated interruption at step 13")
-      return step_fn(*step_args)
-    return step
+        def step(*step_args):
+            calls["count"] += 1
+            if calls["count"] == 13:
+                raise KeyboardInterrupt("simulated interruption at step 13")
+            return step_fn(*step_args)
 
-  monkeypatch.setattr(train, "make_train_step", failing_make_train_step)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, str(interrupted))
-  assert checkpointing.Checkpointer(
-      interrupted, fingerprint={}).all_steps() == [10]
-  monkeypatch.setattr(train, "make_train_step", real_make_train_step)
-  resumed = train.train_and_evaluate(config, str(interrupted))
+        return step
 
-  expected = read_params(straight, 20)
-  actual = read_params(interrupted, 20)
-  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
-    np.testing.assert_array_equal(a, b)
-  straight_results = json.loads((straight / "eval" / "results.json").read_text())
-  assert resumed["metrics"] == straight_results["metrics"]
+    monkeypatch.setattr(train, "make_train_step", failing_make_train_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, str(interrupted))
+    assert checkpointing.Checkpointer(interrupted, fingerprint={}).all_steps() == [10]
+    monkeypatch.setattr(train, "make_train_step", real_make_train_step)
+    resumed = train.train_and_evaluate(config, str(interrupted))
+
+    expected = read_params(straight, 20)
+    actual = read_params(interrupted, 20)
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+        np.testing.assert_array_equal(a, b)
+    straight_results = json.loads((straight / "eval" / "results.json").read_text())
+    assert resumed["metrics"] == straight_results["metrics"]
 
 
 def test_evaluate_rejects_checkpoint_of_other_config(data_dir, tmp_path):
-  workdir = tmp_path / "run"
-  train.train_and_evaluate(make_config(data_dir, num_train_steps=10), str(workdir))
-  with pytest.raises(ValueError, match="bits: checkpoint 32, config 64"):
-    evaluation.evaluate(make_config(data_dir, num_train_steps=10, bits=64), str(workdir))
-  with pytest.raises(ValueError, match="model.semantic_hidden"):
-    evaluation.evaluate(
-        make_config(data_dir, num_train_steps=10, **{"model.semantic_hidden": (64,)}),
-        str(workdir))
-  results = evaluation.evaluate(make_config(data_dir, num_train_steps=10), str(workdir))
-  assert results["step"] == 10
-  with pytest.raises(FileNotFoundError, match="saved steps"):
-    evaluation.evaluate(make_config(data_dir), str(workdir), step=7)
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(make_config(data_dir, num_train_steps=10), str(workdir))
+    with pytest.raises(ValueError, match="bits: checkpoint 32, config 64"):
+        evaluation.evaluate(make_config(data_dir, num_train_steps=10, bits=64), str(workdir))
+    with pytest.raises(ValueError, match="model.semantic_hidden"):
+        evaluation.evaluate(
+            make_config(data_dir, num_train_steps=10, **{"model.semantic_hidden": (64,)}),
+            str(workdir),
+        )
+    results = evaluation.evaluate(make_config(data_dir, num_train_steps=10), str(workdir))
+    assert results["step"] == 10
+    with pytest.raises(FileNotFoundError, match="saved steps"):
+        evaluation.evaluate(make_config(data_dir), str(workdir), step=7)
 
 
 def test_nan_loss_stops_with_step_range():
-  with pytest.raises(FloatingPointError, match="steps 6..10"):
-    train._check_finite({"loss": float("nan")}, 6, 10)
+    with pytest.raises(FloatingPointError, match="steps 6..10"):
+        train._check_finite({"loss": float("nan")}, 6, 10)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("bits", 0, "config.bits=0"),
-    ("bits", -4, "config.bits=-4"),
-    ("batch_size", 12, "batch_size=12 does not divide across 8 devices"),
-    ("model.backbone", "vgg99", "model.backbone"),
-    ("loss.alignment", "triplet", "loss.alignment"),
-    ("protocol", "cifar_z", "config.protocol"),
-    ("text.template", "a photo", "text.template"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("bits", 0, "config.bits=0"),
+        ("bits", -4, "config.bits=-4"),
+        ("batch_size", 12, "batch_size=12 does not divide across 8 devices"),
+        ("model.backbone", "vgg99", "model.backbone"),
+        ("loss.alignment", "triplet", "loss.alignment"),
+        ("protocol", "cifar_z", "config.protocol"),
+        ("text.template", "a photo", "text.template"),
+    ],
+)
 def test_bad_config_values_raise(data_dir, field, value, message):
-  with pytest.raises(ValueError, match=message):
-    config_checks.check_config(make_config(data_dir, **{field: value}), 8)
+    with pytest.raises(ValueError, match=message):
+        config_checks.check_config(make_config(data_dir, **{field: value}), 8)
 
 
 def test_non_integer_bits_raise():
-  with pytest.raises(ValueError, match="positive integer"):
-    config_checks._check_positive_int(1.5, "bits")
+    with pytest.raises(ValueError, match="positive integer"):
+        config_checks._check_positive_int(1.5, "bits")
 
 
 def test_unwritable_workdir_raises(tmp_path):
-  blocker = tmp_path / "file"
-  blocker.write_text("")
-  with pytest.raises(PermissionError, match="not writable"):
-    config_checks.check_workdir(blocker / "workdir")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="not writable"):
+        config_checks.check_workdir(blocker / "workdir")
 
 
 def test_missing_text_model_raises(data_dir):
-  config = make_config(data_dir, **{"text.model": "/nonexistent/text-model"})
-  with pytest.raises(FileNotFoundError, match="/nonexistent/text-model"):
-    config_checks.check_inputs(config)
+    config = make_config(data_dir, **{"text.model": "/nonexistent/text-model"})
+    with pytest.raises(FileNotFoundError, match="/nonexistent/text-model"):
+        config_checks.check_inputs(config)
 
 
 def test_missing_data_raises(tmp_path):
-  config = make_config(str(tmp_path / "empty_tfds"), source_dir=str(tmp_path / "none"))
-  with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-    config_checks.check_inputs(config)
+    config = make_config(str(tmp_path / "empty_tfds"), source_dir=str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        config_checks.check_inputs(config)

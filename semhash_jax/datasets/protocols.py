@@ -23,23 +23,23 @@ METADATA_FILE = "protocol/protocol.json"
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-  """Rules that split a dataset into query, database and training ids.
+    """Rules that split a dataset into query, database and training ids.
 
-  Two kinds exist. A sampled protocol (`queries_per_class` set) pools
-  `splits`, draws `queries_per_class` queries per class from `query_split`,
-  makes every other pooled image a database item and draws `train_per_class`
-  training images per class from the database. A fixed protocol (no
-  `queries_per_class`) uses whole splits: queries are `query_split`, database
-  and training set are `database_split`.
-  """
+    Two kinds exist. A sampled protocol (`queries_per_class` set) pools
+    `splits`, draws `queries_per_class` queries per class from `query_split`,
+    makes every other pooled image a database item and draws `train_per_class`
+    training images per class from the database. A fixed protocol (no
+    `queries_per_class`) uses whole splits: queries are `query_split`, database
+    and training set are `database_split`.
+    """
 
-  name: str
-  description: str
-  splits: tuple[str, ...]
-  query_split: str
-  database_split: str | None = None
-  queries_per_class: int | None = None
-  train_per_class: int | None = None
+    name: str
+    description: str
+    splits: tuple[str, ...]
+    query_split: str
+    database_split: str | None = None
+    queries_per_class: int | None = None
+    train_per_class: int | None = None
 
 
 PROTOCOLS = {
@@ -59,9 +59,7 @@ PROTOCOLS = {
     # Whole splits: train on the training split, which is also the database.
     "train_test_split": Protocol(
         name="train_test_split",
-        description=(
-            "queries: the test split; database and training set: the train split"
-        ),
+        description=("queries: the test split; database and training set: the train split"),
         splits=("train", "test"),
         query_split="test",
         database_split="train",
@@ -71,192 +69,222 @@ PROTOCOLS = {
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """The id lists of one protocol applied to one dataset."""
+    """The id lists of one protocol applied to one dataset."""
 
-  protocol: str
-  dataset: str
-  seed: int
-  splits: tuple[str, ...]
-  split_sizes: tuple[int, ...]
-  train_ids: np.ndarray
-  query_ids: np.ndarray
-  database_ids: np.ndarray
-  labels: np.ndarray  # Labels of the whole pool, indexed by id.
+    protocol: str
+    dataset: str
+    seed: int
+    splits: tuple[str, ...]
+    split_sizes: tuple[int, ...]
+    train_ids: np.ndarray
+    query_ids: np.ndarray
+    database_ids: np.ndarray
+    labels: np.ndarray  # Labels of the whole pool, indexed by id.
 
-  def metadata(self) -> dict:
-    return {
-        "protocol": self.protocol,
-        "dataset": self.dataset,
-        "seed": self.seed,
-        "splits": list(self.splits),
-        "split_sizes": list(self.split_sizes),
-        "num_train": int(len(self.train_ids)),
-        "num_query": int(len(self.query_ids)),
-        "num_database": int(len(self.database_ids)),
-    }
+    def metadata(self) -> dict:
+        return {
+            "protocol": self.protocol,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "splits": list(self.splits),
+            "split_sizes": list(self.split_sizes),
+            "num_train": int(len(self.train_ids)),
+            "num_query": int(len(self.query_ids)),
+            "num_database": int(len(self.database_ids)),
+        }
 
 
 def get_protocol(name: str) -> Protocol:
-  if name not in PROTOCOLS:
-    raise ValueError(
-        f"Unknown protocol {name!r}. Set --config.protocol to one of: "
-        f"{', '.join(sorted(PROTOCOLS))}."
-    )
-  return PROTOCOLS[name]
+    if name not in PROTOCOLS:
+        raise ValueError(
+            f"Unknown protocol {name!r}. Set --config.protocol to one of: "
+            f"{', '.join(sorted(PROTOCOLS))}."
+        )
+    return PROTOCOLS[name]
 
 
-def read_labels(builder: tfds.core.DatasetBuilder, split: str,
-                chunk_size: int = 65536) -> np.ndarray:
-  """Read the labels of one split in record order, without decoding images."""
-  decoders = {
-      key: tfds.decode.SkipDecoding()
-      for key, feature in builder.info.features.items()
-      if isinstance(feature, tfds.features.Image)
-  }
-  source = builder.as_data_source(split=split, decoders=decoders)
-  labels = []
-  for start in range(0, len(source), chunk_size):
-    indices = list(range(start, min(start + chunk_size, len(source))))
-    labels.extend(record["label"] for record in source.__getitems__(indices))
-  return np.asarray(labels, dtype=np.int64)
+def read_labels(
+    builder: tfds.core.DatasetBuilder, split: str, chunk_size: int = 65536
+) -> np.ndarray:
+    """Read the labels of one split in record order, without decoding images."""
+    decoders = {
+        key: tfds.decode.SkipDecoding()
+        for key, feature in builder.info.features.items()
+        if isinstance(feature, tfds.features.Image)
+    }
+    source = builder.as_data_source(split=split, decoders=decoders)
+    labels = []
+    for start in range(0, len(source), chunk_size):
+        indices = list(range(start, min(start + chunk_size, len(source))))
+        labels.extend(record["label"] for record in source.__getitems__(indices))
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _sample_per_class(
-    rng: np.random.Generator, candidates: np.ndarray, labels: np.ndarray,
-    per_class: int, num_classes: int, role: str,
+    rng: np.random.Generator,
+    candidates: np.ndarray,
+    labels: np.ndarray,
+    per_class: int,
+    num_classes: int,
+    role: str,
 ) -> np.ndarray:
-  """Draw `per_class` ids of every class from `candidates`, sorted."""
-  chosen = []
-  for label in range(num_classes):
-    pool = candidates[labels[candidates] == label]
-    if len(pool) < per_class:
-      raise ValueError(
-          f"Class {label} has {len(pool)} candidate {role} images, fewer than "
-          f"the {per_class} per class that the protocol draws."
-      )
-    chosen.append(rng.choice(pool, size=per_class, replace=False))
-  return np.sort(np.concatenate(chosen))
+    """Draw `per_class` ids of every class from `candidates`, sorted."""
+    chosen = []
+    for label in range(num_classes):
+        pool = candidates[labels[candidates] == label]
+        if len(pool) < per_class:
+            raise ValueError(
+                f"Class {label} has {len(pool)} candidate {role} images, fewer than "
+                f"the {per_class} per class that the protocol draws."
+            )
+        chosen.append(rng.choice(pool, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def make_split(
-    protocol: Protocol, dataset: str, split_labels: dict[str, np.ndarray],
-    num_classes: int, seed: int,
+    protocol: Protocol,
+    dataset: str,
+    split_labels: dict[str, np.ndarray],
+    num_classes: int,
+    seed: int,
 ) -> Split:
-  """Apply `protocol` to a dataset whose labels per split are given."""
-  sizes = tuple(len(split_labels[name]) for name in protocol.splits)
-  offsets = dict(zip(protocol.splits, np.cumsum((0,) + sizes[:-1])))
-  labels = np.concatenate([split_labels[name] for name in protocol.splits])
-  pool_ids = np.arange(len(labels))
+    """Apply `protocol` to a dataset whose labels per split are given."""
+    sizes = tuple(len(split_labels[name]) for name in protocol.splits)
+    offsets = dict(zip(protocol.splits, np.cumsum((0,) + sizes[:-1])))
+    labels = np.concatenate([split_labels[name] for name in protocol.splits])
+    pool_ids = np.arange(len(labels))
 
-  def ids_of(split_name):
-    start = offsets[split_name]
-    return np.arange(start, start + len(split_labels[split_name]))
+    def ids_of(split_name):
+        start = offsets[split_name]
+        return np.arange(start, start + len(split_labels[split_name]))
 
-  if protocol.queries_per_class is None:
-    query_ids = ids_of(protocol.query_split)
-    database_ids = ids_of(protocol.database_split)
-    train_ids = database_ids
-  else:
-    rng = np.random.default_rng(seed)
-    query_ids = _sample_per_class(
-        rng, ids_of(protocol.query_split), labels, protocol.queries_per_class,
-        num_classes, "query",
+    if protocol.queries_per_class is None:
+        query_ids = ids_of(protocol.query_split)
+        database_ids = ids_of(protocol.database_split)
+        train_ids = database_ids
+    else:
+        rng = np.random.default_rng(seed)
+        query_ids = _sample_per_class(
+            rng,
+            ids_of(protocol.query_split),
+            labels,
+            protocol.queries_per_class,
+            num_classes,
+            "query",
+        )
+        database_ids = np.setdiff1d(pool_ids, query_ids)
+        train_ids = _sample_per_class(
+            rng,
+            database_ids,
+            labels,
+            protocol.train_per_class,
+            num_classes,
+            "training",
+        )
+    return Split(
+        protocol=protocol.name,
+        dataset=dataset,
+        seed=seed,
+        splits=protocol.splits,
+        split_sizes=sizes,
+        train_ids=train_ids,
+        query_ids=query_ids,
+        database_ids=database_ids,
+        labels=labels,
     )
-    database_ids = np.setdiff1d(pool_ids, query_ids)
-    train_ids = _sample_per_class(
-        rng, database_ids, labels, protocol.train_per_class, num_classes,
-        "training",
-    )
-  return Split(
-      protocol=protocol.name,
-      dataset=dataset,
-      seed=seed,
-      splits=protocol.splits,
-      split_sizes=sizes,
-      train_ids=train_ids,
-      query_ids=query_ids,
-      database_ids=database_ids,
-      labels=labels,
-  )
 
 
 def save_split(split: Split, workdir: str | os.PathLike):
-  """Write the id lists and their metadata into the workdir atomically."""
-  path = pathlib.Path(workdir) / SPLIT_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp.npz")
-  np.savez(
-      tmp, train_ids=split.train_ids, query_ids=split.query_ids,
-      database_ids=split.database_ids, labels=split.labels,
-  )
-  os.replace(tmp, path)
-  meta_path = pathlib.Path(workdir) / METADATA_FILE
-  meta_tmp = meta_path.with_suffix(".tmp")
-  meta_tmp.write_text(json.dumps(split.metadata(), indent=2) + "\n")
-  os.replace(meta_tmp, meta_path)
+    """Write the id lists and their metadata into the workdir atomically."""
+    path = pathlib.Path(workdir) / SPLIT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        train_ids=split.train_ids,
+        query_ids=split.query_ids,
+        database_ids=split.database_ids,
+        labels=split.labels,
+    )
+    os.replace(tmp, path)
+    meta_path = pathlib.Path(workdir) / METADATA_FILE
+    meta_tmp = meta_path.with_suffix(".tmp")
+    meta_tmp.write_text(json.dumps(split.metadata(), indent=2) + "\n")
+    os.replace(meta_tmp, meta_path)
 
 
 def load_split(workdir: str | os.PathLike) -> Split | None:
-  """Return the split saved in the workdir, or None when there is none."""
-  path = pathlib.Path(workdir) / SPLIT_FILE
-  meta_path = pathlib.Path(workdir) / METADATA_FILE
-  if not path.exists() or not meta_path.exists():
-    return None
-  meta = json.loads(meta_path.read_text())
-  with np.load(path) as arrays:
-    return Split(
-        protocol=meta["protocol"],
-        dataset=meta["dataset"],
-        seed=meta["seed"],
-        splits=tuple(meta["splits"]),
-        split_sizes=tuple(meta["split_sizes"]),
-        train_ids=arrays["train_ids"],
-        query_ids=arrays["query_ids"],
-        database_ids=arrays["database_ids"],
-        labels=arrays["labels"],
-    )
+    """Return the split saved in the workdir, or None when there is none."""
+    path = pathlib.Path(workdir) / SPLIT_FILE
+    meta_path = pathlib.Path(workdir) / METADATA_FILE
+    if not path.exists() or not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    with np.load(path) as arrays:
+        return Split(
+            protocol=meta["protocol"],
+            dataset=meta["dataset"],
+            seed=meta["seed"],
+            splits=tuple(meta["splits"]),
+            split_sizes=tuple(meta["split_sizes"]),
+            train_ids=arrays["train_ids"],
+            query_ids=arrays["query_ids"],
+            database_ids=arrays["database_ids"],
+            labels=arrays["labels"],
+        )
 
 
 def check_matches(split: Split, protocol: str, dataset: str, seed: int, workdir):
-  """Raise when a saved split was drawn for another protocol, dataset or seed."""
-  saved = (split.protocol, split.dataset, split.seed)
-  requested = (protocol, dataset, seed)
-  if saved != requested:
-    raise ValueError(
-        f"The workdir {workdir} holds a split for protocol {saved[0]!r}, "
-        f"dataset {saved[1]!r}, seed {saved[2]}, but the config requests "
-        f"protocol {protocol!r}, dataset {dataset!r}, seed {seed}. Use a new "
-        "--workdir for another protocol, or set the config back."
-    )
+    """Raise when a saved split was drawn for another protocol, dataset or seed."""
+    saved = (split.protocol, split.dataset, split.seed)
+    requested = (protocol, dataset, seed)
+    if saved != requested:
+        raise ValueError(
+            f"The workdir {workdir} contains a split for protocol {saved[0]!r}, "
+            f"dataset {saved[1]!r}, seed {saved[2]}, but the config requests "
+            f"protocol {protocol!r}, dataset {dataset!r}, seed {seed}. Use a new "
+            "--workdir for another protocol, or set the config back."
+        )
 
 
 def get_or_create_split(
-    builder: tfds.core.DatasetBuilder, protocol_name: str, dataset: str,
-    seed: int, workdir: str | os.PathLike, create: bool = True,
+    builder: tfds.core.DatasetBuilder,
+    protocol_name: str,
+    dataset: str,
+    seed: int,
+    workdir: str | os.PathLike,
+    create: bool = True,
 ) -> Split:
-  """Load the workdir's split, or draw and save it when `create` is set."""
-  split = load_split(workdir)
-  if split is not None:
-    check_matches(split, protocol_name, dataset, seed, workdir)
+    """Load the workdir's split, or draw and save it when `create` is set."""
+    split = load_split(workdir)
+    if split is not None:
+        check_matches(split, protocol_name, dataset, seed, workdir)
+        logging.info(
+            "Loaded protocol %s split from %s: %d train, %d query, %d database.",
+            split.protocol,
+            workdir,
+            len(split.train_ids),
+            len(split.query_ids),
+            len(split.database_ids),
+        )
+        return split
+    if not create:
+        raise FileNotFoundError(
+            f"No protocol split in {pathlib.Path(workdir) / SPLIT_FILE}. Train "
+            "first with `python -m semhash_jax.main --workdir=...` on this workdir."
+        )
+    protocol = get_protocol(protocol_name)
+    split_labels = {name: read_labels(builder, name) for name in protocol.splits}
+    num_classes = builder.info.features["label"].num_classes
+    split = make_split(protocol, dataset, split_labels, num_classes, seed)
+    save_split(split, workdir)
     logging.info(
-        "Loaded protocol %s split from %s: %d train, %d query, %d database.",
-        split.protocol, workdir, len(split.train_ids), len(split.query_ids),
+        "Drew protocol %s split with seed %d: %d train, %d query, %d database; saved to %s.",
+        protocol.name,
+        seed,
+        len(split.train_ids),
+        len(split.query_ids),
         len(split.database_ids),
+        workdir,
     )
     return split
-  if not create:
-    raise FileNotFoundError(
-        f"No protocol split in {pathlib.Path(workdir) / SPLIT_FILE}. Train "
-        "first with `python -m semhash_jax.main --workdir=...` on this workdir."
-    )
-  protocol = get_protocol(protocol_name)
-  split_labels = {name: read_labels(builder, name) for name in protocol.splits}
-  num_classes = builder.info.features["label"].num_classes
-  split = make_split(protocol, dataset, split_labels, num_classes, seed)
-  save_split(split, workdir)
-  logging.info(
-      "Drew protocol %s split with seed %d: %d train, %d query, %d database; "
-      "saved to %s.", protocol.name, seed, len(split.train_ids),
-      len(split.query_ids), len(split.database_ids), workdir,
-  )
-  return split

@@ -139,6 +139,17 @@ def check_packed(packed, name: str) -> None:
         raise ValueError(f"{name} must have at least one word per code, got shape {packed.shape}")
 
 
+def check_packed_pair(query_packed, database_packed) -> None:
+    """Check both packed arrays and that their codes have the same number of words."""
+    check_packed(query_packed, "query_packed")
+    check_packed(database_packed, "database_packed")
+    if query_packed.shape[1] != database_packed.shape[1]:
+        raise ValueError(
+            f"query_packed has {query_packed.shape[1]} words per code but database_packed "
+            f"has {database_packed.shape[1]}. Pack both with the same code length."
+        )
+
+
 def _check_real_dtype(dtype, name: str) -> None:
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise ValueError(f"{name} must have an integer or floating dtype, got {dtype}")

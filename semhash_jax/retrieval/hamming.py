@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from semhash_jax.retrieval.codes import check_packed
+from semhash_jax.retrieval.codes import check_packed_pair
 
 
 @jax.jit
@@ -17,13 +17,7 @@ def hamming_distances(query_packed: jax.Array, database_packed: jax.Array) -> ja
     result has Q x N entries, so call this on query chunks, not on a whole large set.
     Raises ValueError, when jit traces, for wrong ranks, dtypes or word counts.
     """
-    check_packed(query_packed, "query_packed")
-    check_packed(database_packed, "database_packed")
-    if query_packed.shape[1] != database_packed.shape[1]:
-        raise ValueError(
-            f"query_packed has {query_packed.shape[1]} words per code but database_packed "
-            f"has {database_packed.shape[1]}. Pack both with the same code length."
-        )
+    check_packed_pair(query_packed, database_packed)
 
     differing_bits = jnp.bitwise_xor(query_packed[:, None, :], database_packed[None, :, :])
     return jnp.sum(jax.lax.population_count(differing_bits), axis=-1, dtype=jnp.int32)

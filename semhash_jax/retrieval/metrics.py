@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from semhash_jax.retrieval.codes import check_packed
+from semhash_jax.retrieval.codes import check_packed_pair
 from semhash_jax.retrieval.hamming import hamming_distances
 
 TIE_RULE = "ties in Hamming distance are broken by database index (lower first)"
@@ -72,13 +72,7 @@ def mean_average_precision(
     """
     query_packed = np.asarray(query_packed)
     database_packed = np.asarray(database_packed)
-    check_packed(query_packed, "query_packed")
-    check_packed(database_packed, "database_packed")
-    if query_packed.shape[1] != database_packed.shape[1]:
-        raise ValueError(
-            f"query_packed has {query_packed.shape[1]} words per code but database_packed "
-            f"has {database_packed.shape[1]}. Pack both with the same code length."
-        )
+    check_packed_pair(query_packed, database_packed)
     num_queries = query_packed.shape[0]
     num_database = database_packed.shape[0]
     if num_queries == 0 or num_database == 0:
@@ -162,9 +156,7 @@ def _resolve_top_k(top_k, num_database: int) -> int:
     except TypeError:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}") from None
     if top_k <= 0:
-        raise ValueError(
-            f"top_k must be a positive integer or None (whole database), got {top_k}"
-        )
+        raise ValueError(f"top_k must be a positive integer or None (whole database), got {top_k}")
     return min(top_k, num_database)
 
 
@@ -246,7 +238,9 @@ def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray)
 
 def _multi_hot_as_float(labels: np.ndarray, name: str) -> np.ndarray:
     if labels.dtype != np.bool_:
-        if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        if not (
+            np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+        ):
             raise ValueError(f"2-D {name} must be multi-hot 0/1 or bool, got dtype {labels.dtype}")
         if not np.all((labels == 0) | (labels == 1)):
             raise ValueError(

@@ -192,7 +192,9 @@ class BertEncoder(nnx.Module):
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = BertEmbeddings(config, rngs=rngs)
-        self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List(
+            [BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)]
+        )
 
     def __call__(
         self,
@@ -245,7 +247,9 @@ def _checkpoint_parameter_map(config: BertConfig) -> Iterator[tuple[str, tuple, 
 
     yield from embedding("embeddings.word_embeddings", ("embeddings", "word_embeddings"))
     yield from embedding("embeddings.position_embeddings", ("embeddings", "position_embeddings"))
-    yield from embedding("embeddings.token_type_embeddings", ("embeddings", "token_type_embeddings"))
+    yield from embedding(
+        "embeddings.token_type_embeddings", ("embeddings", "token_type_embeddings")
+    )
     yield from layer_norm("embeddings.LayerNorm", ("embeddings", "layer_norm"))
     for index in range(config.num_hidden_layers):
         key = f"encoder.layer.{index}"
@@ -324,5 +328,7 @@ def load_bert_encoder(model_dir: str | os.PathLike) -> BertEncoder:
         key for key in tensors if key not in used and not key.startswith(_IGNORED_KEY_PREFIXES)
     )
     if unused:
-        logging.warning("Ignoring %d unused keys in %s: %s", len(unused), weights_path, ", ".join(unused))
+        logging.warning(
+            "Ignoring %d unused keys in %s: %s", len(unused), weights_path, ", ".join(unused)
+        )
     return model

@@ -172,7 +172,9 @@ def model_identity(name_or_path: str | os.PathLike) -> str:
 
 def _validate_pooling(pooling: str) -> None:
     if pooling not in POOLING_MODES:
-        raise ValueError(f"Invalid pooling {pooling!r}: expected one of {', '.join(POOLING_MODES)}.")
+        raise ValueError(
+            f"Invalid pooling {pooling!r}: expected one of {', '.join(POOLING_MODES)}."
+        )
 
 
 def _pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str, normalize: bool) -> jax.Array:
@@ -283,7 +285,9 @@ class TextEncoder:
         the next power of two of len(texts)), which limits recompilation.
         """
         if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string. Wrap it in a list.")
+            raise TypeError(
+                "texts must be a sequence of strings, not one string. Wrap it in a list."
+            )
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
@@ -306,7 +310,9 @@ class TextEncoder:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_text_encoder(name_or_path: str, identity: str, pooling: str, normalize: bool) -> TextEncoder:
+def _cached_text_encoder(
+    name_or_path: str, identity: str, pooling: str, normalize: bool
+) -> TextEncoder:
     # `identity` is only part of the cache key, so that changed model files load anew.
     del identity
     return TextEncoder(name_or_path, pooling=pooling, normalize=normalize)
@@ -344,7 +350,9 @@ def _load_cached_embeddings(path: Path, key_json: str, num_classes: int) -> np.n
         return None
 
     if stored_key != key_json:
-        logging.warning("Recomputing text embeddings: cache file %s was written for other inputs.", path)
+        logging.warning(
+            "Recomputing text embeddings: cache file %s was written for other inputs.", path
+        )
         return None
     if embeddings.dtype != np.float32 or embeddings.ndim != 2 or embeddings.shape[0] != num_classes:
         logging.warning(
