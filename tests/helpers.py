@@ -4,8 +4,9 @@ import gzip
 import pathlib
 
 import numpy as np
+import tensorflow_datasets as tfds
 
-from semhash_jax.datasets import fashion_mnist
+from semhash_jax.datasets import fashion_mnist, registry
 
 SOURCE_DIR = pathlib.Path(fashion_mnist.DEFAULT_SOURCE_DIR)
 
@@ -39,13 +40,15 @@ def prepare_slice(data_dir, source_dir=SOURCE_DIR, max_examples=600):
         {
             "MAX_EXAMPLES_PER_SPLIT": max_examples,
             "__module__": __name__,
+            # TFDS derives a builder's name from its class name unless set.
+            "name": FashionMnistSlice.name,
         },
         skip_registration=True,
     )
     builder = builder_class(data_dir=str(data_dir), file_format="array_record")
-    import tensorflow_datasets as tfds
-
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(source_dir))
     )
+    # The binaries must find this slice prepared instead of preparing all 70,000 images.
+    assert registry.get_builder("fashion_mnist", str(data_dir)).is_prepared()
     return builder
