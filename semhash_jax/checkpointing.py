@@ -108,8 +108,8 @@ class Checkpointer:
             )
             raise ValueError(
                 f"The checkpoint of step {step} in {self.directory} was written "
-                f"under another config ({details}). Evaluate it with the config it "
-                "was trained with, or train the new config in a new --workdir."
+                f"under another config ({details}). Use the config it was written "
+                "with, or a new --workdir for this config."
             )
 
     def restore(self, step: int, state: nnx.State, data_iterator=None) -> nnx.State:

@@ -42,9 +42,9 @@ def check_workdir(workdir: str | os.PathLike):
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check"):
             pass
     except OSError as e:
-        raise PermissionError(
-            f"The workdir {str(path)!r} is not writable ({e.strerror}). Pass a "
-            "--workdir that you can write to."
+        raise OSError(
+            f"The workdir {str(path)!r} cannot be created or written: {e.strerror} "
+            f"({e.filename}). Pass a --workdir in a folder that you can write to."
         ) from e
 
 
@@ -99,4 +99,7 @@ def check_config(config, device_count: int):
 def check_inputs(config):
     """Raise when the dataset source or the text model cannot be found."""
     registry.check_source(config.dataset, config.data_dir, config.source_dir)
-    embeddings.resolve_model_dir(config.text.model)
+    try:
+        embeddings.resolve_model_dir(config.text.model)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"Invalid --config.text.model: {e}") from e

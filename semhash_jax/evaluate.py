@@ -20,8 +20,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from semhash_jax import platform
+
+    platform.quiet_library_logs()
     import jax
-    from semhash_jax import evaluation, platform
+    from semhash_jax import evaluation
 
     platform.hide_accelerators_from_tensorflow()
     logging.info("JAX devices: %s", jax.devices())

@@ -18,8 +18,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Import after flag parsing so that --help stays fast.
+    from semhash_jax import platform
+
+    platform.quiet_library_logs()
     import jax
-    from semhash_jax import evaluation, platform, train
+    from semhash_jax import evaluation, train
 
     platform.hide_accelerators_from_tensorflow()
     logging.info(

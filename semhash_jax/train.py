@@ -190,7 +190,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _check_finite(means, first, step)
         writer.write_scalars(step, means)
 
-    logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
+    if initial_step >= config.num_train_steps:
+        logging.info("Training already finished at step %d; evaluating only.", initial_step)
+    else:
+        logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
     step = initial_step
     try:
         for step in range(initial_step + 1, config.num_train_steps + 1):

@@ -214,7 +214,7 @@ def test_non_integer_bits_raise():
 def test_unwritable_workdir_raises(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(OSError, match="cannot be created or written"):
         config_checks.check_workdir(blocker / "workdir")
 
 
