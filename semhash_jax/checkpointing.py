@@ -1,6 +1,6 @@
 """Orbax checkpoints of the train state, the data iterator and the config.
 
-Each checkpoint step holds three items:
+Each checkpoint step contains three items:
   state:  the model and optimizer state (a pure dict of arrays),
   data:   the grain training iterator's position, so a resumed run continues
           with the batches the uninterrupted run would have seen,
@@ -10,7 +10,6 @@ so a run killed during a save keeps every earlier checkpoint usable.
 """
 
 import json
-import os
 import pathlib
 
 from absl import logging
@@ -144,7 +143,3 @@ def find_step(checkpointer: Checkpointer, step: int | None) -> int:
             f"steps: {sorted(steps)}. Pass one of them to --step."
         )
     return step
-
-
-def workdir_exists(workdir) -> bool:
-    return os.path.isdir(pathlib.Path(workdir) / CHECKPOINT_DIR)

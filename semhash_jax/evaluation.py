@@ -7,8 +7,6 @@ Results go to `workdir/eval/results.json` (the latest evaluation) and
 `workdir/eval/codes_step<N>.npz` for search and for other toolkits.
 """
 
-import json
-import os
 import pathlib
 
 from absl import logging
@@ -16,7 +14,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from semhash_jax import checkpointing, input_pipeline, run_setup, sharding
+from semhash_jax import atomic_files, checkpointing, input_pipeline, run_setup, sharding
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.retrieval import codes as codes_lib
 from semhash_jax.retrieval import metrics as metrics_lib
@@ -70,12 +68,6 @@ class Encoder:
     def classes(self, class_embeddings: np.ndarray) -> np.ndarray:
         """Return real-valued class prototypes [C, K]."""
         return np.asarray(self._encode_classes(self._model_state, class_embeddings))
-
-
-def _write_json_atomically(path: pathlib.Path, payload: dict):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def format_results(results: dict) -> str:
@@ -150,9 +142,8 @@ def evaluate_state(
         eval_dir = pathlib.Path(workdir) / EVAL_DIR
         eval_dir.mkdir(parents=True, exist_ok=True)
         codes_path = eval_dir / f"codes_step{step}.npz"
-        tmp = eval_dir / f".codes_step{step}.tmp.npz"
-        np.savez(
-            tmp,
+        atomic_files.save_npz(
+            codes_path,
             bits=config.bits,
             query_codes=query_packed,
             query_labels=query_labels,
@@ -163,10 +154,9 @@ def evaluate_state(
             prototype_codes=prototype_packed,
             class_names=np.asarray(setup.class_names),
         )
-        os.replace(tmp, codes_path)
         results["codes_file"] = str(codes_path)
-        _write_json_atomically(eval_dir / f"results_step{step}.json", results)
-        _write_json_atomically(eval_dir / "results.json", results)
+        atomic_files.write_json(eval_dir / f"results_step{step}.json", results)
+        atomic_files.write_json(eval_dir / "results.json", results)
         logging.info("Wrote %s and %s.", eval_dir / "results.json", codes_path)
     return results
 
@@ -182,7 +172,6 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
         fingerprint=checkpointing.config_fingerprint(config, embedding_dim, num_classes),
     )
     step = checkpointing.find_step(checkpointer, step)
-    checkpointer.check_compatible(step)
     schedule = train_state_lib.make_schedule(config)
     train_state = train_state_lib.create_train_state(
         config, setup.mesh, embedding_dim=embedding_dim, schedule=schedule

@@ -170,8 +170,7 @@ def eval_batches(
         positions = range(local_start, min(local_start + batch, total))
         elements = [normalize.map(e) for e in source.__getitems__(list(positions))]
         valid = len(elements)
-        template = elements[0] if elements else normalize.map(source[0])
-        elements += [template] * (batch - valid)
+        elements += [elements[0]] * (batch - valid)
         mask = np.zeros(batch, dtype=bool)
         mask[:valid] = True
         yield {

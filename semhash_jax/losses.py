@@ -6,7 +6,7 @@ code path serves both. A row with no positive label contributes zero loss and
 is left out of the batch mean. Similarities:
 
   "inner_product": s = b.p / K, in [-1, 1]. For binary codes s = 1 - 2 d/K,
-      where d is the Hamming distance, so a margin m asks for a gap of m K / 2
+      where d is the Hamming distance, so a margin m requires a gap of m K / 2
       bits. AdaLabelHash's unnormalised margin 1 is m = 1/K here.
   "cosine":        s = b.p / (|b| |p|).
 

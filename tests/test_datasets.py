@@ -59,7 +59,7 @@ def test_corrupt_idx_file_raises(tmp_path):
     with gzip.open(helpers.SOURCE_DIR / "train-images-idx3-ubyte.gz") as f:
         head = f.read(16 + 784 * 5)
     with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
-        f.write(head)  # Header says 60,000 images, data holds 5.
+        f.write(head)  # The header declares 60,000 images, the data contains 5.
     with pytest.raises(ValueError, match="truncated"):
         fashion_mnist.read_split(tmp_path, "train")
 

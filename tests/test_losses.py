@@ -69,7 +69,7 @@ def test_softmax_ce_by_hand():
     assert float(losses.softmax_ce_loss(sim, labels, scale)) == pytest.approx(expected, rel=1e-6)
 
 
-def test_softmax_ce_multi_label_target_is_uniform_over_positives():
+def test_softmax_ce_multi_label_by_hand():
     labels = jnp.array([[1.0, 1.0, 0]])
     sim = jnp.array([[0.75, 0.25, -0.25]])
     logits = np.array([0.75, 0.25, -0.25])

@@ -15,7 +15,7 @@ def count_params(module) -> int:
 
 
 # torchvision's resnet18 and resnet50 have 11,689,512 and 25,557,032
-# parameters, of which the 1000-way classifier holds 512*1000+1000 and
+# parameters, of which the 1000-way classifier has 512*1000+1000 and
 # 2048*1000+1000. Our backbones end at the pooled features.
 @pytest.mark.parametrize(
     "name, expected",
@@ -56,7 +56,8 @@ def test_model_outputs_codes_and_prototypes(backbone, stem, size):
     codes, prototypes = model(images, jnp.ones((5, 8)))
     assert codes.shape == (2, 12)
     assert prototypes.shape == (5, 12)
-    assert np.all(np.abs(codes) < 1) and np.all(np.abs(prototypes) < 1)
+    assert np.all(np.abs(codes) < 1)
+    assert np.all(np.abs(prototypes) < 1)
 
 
 def test_semantic_net_without_hidden_layers():

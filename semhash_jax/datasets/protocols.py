@@ -17,6 +17,8 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from semhash_jax import atomic_files
+
 SPLIT_FILE = "protocol/ids.npz"
 METADATA_FILE = "protocol/protocol.json"
 
@@ -198,19 +200,14 @@ def save_split(split: Split, workdir: str | os.PathLike):
     """Write the id lists and their metadata into the workdir atomically."""
     path = pathlib.Path(workdir) / SPLIT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
+    atomic_files.save_npz(
+        path,
         train_ids=split.train_ids,
         query_ids=split.query_ids,
         database_ids=split.database_ids,
         labels=split.labels,
     )
-    os.replace(tmp, path)
-    meta_path = pathlib.Path(workdir) / METADATA_FILE
-    meta_tmp = meta_path.with_suffix(".tmp")
-    meta_tmp.write_text(json.dumps(split.metadata(), indent=2) + "\n")
-    os.replace(meta_tmp, meta_path)
+    atomic_files.write_json(pathlib.Path(workdir) / METADATA_FILE, split.metadata())
 
 
 def load_split(workdir: str | os.PathLike) -> Split | None:

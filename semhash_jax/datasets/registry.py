@@ -1,7 +1,7 @@
 """Dataset lookup by config name and one-time preparation into the TFDS data dir.
 
 A dataset is either one of this package's own builders (which read local
-files) or any builder that TFDS knows by name. Everything downstream sees only
+files) or any builder registered with TFDS. Everything downstream sees only
 a prepared TFDS builder, so no pipeline code is specific to one dataset.
 """
 
