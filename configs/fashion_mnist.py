@@ -134,6 +134,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.top_k = ml_collections.config_dict.placeholder(int)
     if config.protocol == "train_test_split":
         config.top_k = 1000
+    # Hamming radius r of precision@H<=r and recall@H<=r.
+    config.radius = 2
     # Global batch size for encoding queries and database.
     config.eval_batch_size = 1000
 

@@ -1,6 +1,7 @@
 """Atomic writes: a reader sees the old file or the complete new one, never a partial file."""
 
 import json
+import math
 import os
 import pathlib
 
@@ -8,11 +9,25 @@ import numpy as np
 
 
 def write_json(path: str | os.PathLike, payload: dict):
-    """Write `payload` as indented JSON to `path` through a temporary file."""
+    """Write `payload` as indented JSON to `path` through a temporary file.
+
+    Float NaN (a mean over no query, for example) is written as null, because NaN is
+    not valid JSON.
+    """
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(json.dumps(_nan_to_none(payload), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    return value
 
 
 def save_npz(path: str | os.PathLike, **arrays):

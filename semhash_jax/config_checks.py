@@ -61,6 +61,11 @@ def check_config(config, device_count: int):
     _check_positive_int(config.num_channels, "num_channels")
     if config.top_k is not None:
         _check_positive_int(config.top_k, "top_k")
+    radius = config.get("radius", 2)
+    if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= config.bits:
+        raise ValueError(
+            f"config.radius must be an integer in [0, bits = {config.bits}], got {radius!r}"
+        )
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % device_count:
             raise ValueError(

@@ -3,8 +3,9 @@
 Codes are binarised with sign, where sign(0) = +1 for images and prototypes
 alike, and ranked by Hamming distance with ties broken by database index.
 Results go to `workdir/eval/results.json` (the latest evaluation) and
-`workdir/eval/results_step<N>.json`; the packed codes go to
-`workdir/eval/codes_step<N>.npz` for search and for other toolkits.
+`workdir/eval/results_step<N>.json`. The codes of the latest evaluation go to
+`workdir/eval/query.npz`, `database.npz` and `prototypes.npz`, code files that
+`python -m semhash_jax.evaluate_codes` and other toolkits read.
 """
 
 import pathlib
@@ -16,6 +17,7 @@ import numpy as np
 
 from semhash_jax import atomic_files, checkpointing, input_pipeline, run_setup, sharding
 from semhash_jax import train_state as train_state_lib
+from semhash_jax.retrieval import code_files
 from semhash_jax.retrieval import codes as codes_lib
 from semhash_jax.retrieval import metrics as metrics_lib
 
@@ -110,14 +112,20 @@ def evaluate_state(
         "Encoded %d queries and %d database images.", len(query_codes), len(database_codes)
     )
 
-    query_packed = codes_lib.pack_codes(codes_lib.binarize(query_codes))
-    database_packed = codes_lib.pack_codes(codes_lib.binarize(database_codes))
-    prototype_packed = codes_lib.pack_codes(codes_lib.binarize(prototypes))
-    scores = metrics_lib.mean_average_precision(
-        query_packed, query_labels, database_packed, database_labels, config.top_k
+    query_codes = codes_lib.binarize(query_codes)
+    database_codes = codes_lib.binarize(database_codes)
+    prototypes = codes_lib.binarize(prototypes)
+    scores = metrics_lib.retrieval_metrics(
+        codes_lib.pack_codes(query_codes),
+        query_labels,
+        codes_lib.pack_codes(database_codes),
+        database_labels,
+        bits=config.bits,
+        top_k=config.top_k,
+        radius=config.get("radius", 2),
+        mesh=setup.mesh,
     )
 
-    metric_names = [name for name in scores if name.startswith("mAP@")]
     results = {
         "step": int(step),
         "bits": int(config.bits),
@@ -129,35 +137,34 @@ def evaluate_state(
             "num_database": int(len(split.database_ids)),
             "num_train": int(len(split.train_ids)),
         },
-        "metrics": {
-            **{name: scores[name] for name in metric_names},
-            "queries_without_relevant": scores["queries_without_relevant"],
-        },
+        "metrics": scores["metrics"],
+        "curves": scores["curves"],
         "top_k": scores["top_k"],
+        "radius": scores["radius"],
         "tie_rule": scores["tie_rule"],
+        "no_relevant_rule": scores["no_relevant_rule"],
+        "empty_ball_rule": scores["empty_ball_rule"],
         "binarization": "sign, with sign(0) = +1",
     }
 
     if jax.process_index() == 0:
         eval_dir = pathlib.Path(workdir) / EVAL_DIR
         eval_dir.mkdir(parents=True, exist_ok=True)
-        codes_path = eval_dir / f"codes_step{step}.npz"
-        atomic_files.save_npz(
-            codes_path,
-            bits=config.bits,
-            query_codes=query_packed,
-            query_labels=query_labels,
-            query_ids=split.query_ids,
-            database_codes=database_packed,
-            database_labels=database_labels,
-            database_ids=split.database_ids,
-            prototype_codes=prototype_packed,
-            class_names=np.asarray(setup.class_names),
-        )
-        results["codes_file"] = str(codes_path)
+        code_sets = {
+            "query": (query_codes, query_labels, split.query_ids),
+            "database": (database_codes, database_labels, split.database_ids),
+            "prototypes": (prototypes, np.arange(len(prototypes)), np.arange(len(prototypes))),
+        }
+        results["code_files"] = {}
+        for name, (codes, labels, ids) in code_sets.items():
+            path = eval_dir / f"{name}.npz"
+            code_files.write_code_file(
+                path, codes, labels, ids=ids, class_names=np.asarray(setup.class_names)
+            )
+            results["code_files"][name] = str(path)
         atomic_files.write_json(eval_dir / f"results_step{step}.json", results)
         atomic_files.write_json(eval_dir / "results.json", results)
-        logging.info("Wrote %s and %s.", eval_dir / "results.json", codes_path)
+        logging.info("Wrote %s and the code files in %s.", eval_dir / "results.json", eval_dir)
     return results
 
 

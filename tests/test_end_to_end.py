@@ -54,9 +54,17 @@ def test_main_then_evaluate(data_dir, tmp_path):
     assert results["protocol"]["num_database"] == 400
     assert results["protocol"]["num_train"] == 400
     # 400 database items: K = 1000 is clamped to the database size, which is "all".
-    assert set(results["metrics"]) == {"mAP@all", "queries_without_relevant"}
+    assert set(results["metrics"]) == {
+        "mAP@all",
+        "tie_aware_mAP@all",
+        "precision@H<=2",
+        "recall@H<=2",
+        "empty_balls@H<=2",
+        "queries_without_relevant",
+    }
     assert 0.0 <= results["metrics"]["mAP@all"] <= 1.0
     assert "database index" in results["tie_rule"]
+    assert len(results["curves"]["pr_by_radius"]["radius"]) == 25
     assert (workdir / "checkpoints" / "20").is_dir()
     assert (workdir / "protocol" / "ids.npz").is_file()
     assert list(workdir.glob("events.out.tfevents.*"))
@@ -74,6 +82,23 @@ def test_main_then_evaluate(data_dir, tmp_path):
     again = json.loads(results_path.read_text())
     assert again["step"] == 10
     assert again["protocol"] == results["protocol"]
+
+    # The code files of the evaluation give the same metrics through the codes CLI.
+    eval_dir = workdir / "eval"
+    scored = run_binary(
+        "semhash_jax.evaluate_codes",
+        f"--query={eval_dir / 'query.npz'}",
+        f"--database={eval_dir / 'database.npz'}",
+        "--top_k=1000",
+        f"--out={tmp_path / 'codes.json'}",
+        f"--plots={tmp_path / 'plots'}",
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    from_codes = json.loads((tmp_path / "codes.json").read_text())
+    assert from_codes["metrics"] == again["metrics"]
+    assert from_codes["curves"] == again["curves"]
+    assert (tmp_path / "plots" / "pr_by_radius.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "precision_at_n.png").stat().st_size > 0
 
     wrong = run_binary(
         "semhash_jax.evaluate",

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semhash_jax.retrieval import metrics
+from semhash_jax.retrieval import metrics, ranking
 from semhash_jax.retrieval.codes import binarize, pack_codes, pack_codes_jax, unpack_codes
 from semhash_jax.retrieval.hamming import hamming_distances
 from semhash_jax.retrieval.metrics import TIE_RULE, mean_average_precision
@@ -252,28 +252,6 @@ def test_hamming_rejects_mismatched_words():
 # --- ranking and mAP ----------------------------------------------------------
 
 
-def test_top_k_keeps_lower_index_first_on_ties():
-    # The metric ranks by jax.lax.top_k(-distances), so its tie rule rests on this.
-    negative_distances = -jnp.array([[3, 1, 3, 1, 0, 1, 3]], dtype=jnp.int32)
-
-    _, indices = jax.lax.top_k(negative_distances, 7)
-
-    np.testing.assert_array_equal(np.asarray(indices), [[4, 1, 3, 5, 0, 2, 6]])
-
-
-def test_top_k_ties_on_long_rows():
-    # Long rows with only 5 distinct values, so that every tie is large.
-    rng = np.random.default_rng(11)
-    distances = rng.integers(0, 5, size=(3, 4096)).astype(np.int32)
-    expected = np.lexsort((np.broadcast_to(np.arange(4096), distances.shape), distances), axis=-1)
-
-    _, indices = jax.lax.top_k(-jnp.asarray(distances), 4096)
-    _, first_indices = jax.lax.top_k(-jnp.asarray(distances), 100)
-
-    np.testing.assert_array_equal(np.asarray(indices), expected)
-    np.testing.assert_array_equal(np.asarray(first_indices), expected[:, :100])
-
-
 def hand_case_map(top_k, multi_label=False, **kwargs):
     query_labels = HAND_QUERY_MULTI_HOT if multi_label else HAND_QUERY_CLASSES
     database_labels = HAND_DATABASE_MULTI_HOT if multi_label else HAND_DATABASE_CLASSES
@@ -304,6 +282,7 @@ def test_map_hand_case_top_k(top_k):
 
     assert set(result) == {
         f"mAP@{top_k}",
+        f"tie_aware_mAP@{top_k}",
         "queries_without_relevant",
         "num_queries",
         "num_database",
@@ -399,7 +378,7 @@ def test_map_leaves_inputs_unchanged():
     ]
     originals = [argument.copy() for argument in arguments]
 
-    mean_average_precision(*arguments, 3, query_chunk=2)
+    mean_average_precision(*arguments, 3)
     mean_average_precision(
         arguments[0], HAND_QUERY_CLASSES, arguments[2], HAND_DATABASE_CLASSES, None
     )
@@ -412,7 +391,7 @@ def test_map_leaves_inputs_unchanged():
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
-def test_map_chunking_matches_single_chunk(multi_label):
+def test_map_query_blocks_match_one_block(multi_label, monkeypatch):
     rng = np.random.default_rng(5)
     queries = pack_codes(random_codes(rng, 23, 12))
     database = pack_codes(random_codes(rng, 80, 12))
@@ -424,44 +403,36 @@ def test_map_chunking_matches_single_chunk(multi_label):
         database_labels = rng.integers(0, 5, size=80)
 
     for top_k in (None, 10):
-        single_chunk = mean_average_precision(
-            queries, query_labels, database, database_labels, top_k, query_chunk=23
-        )
-        for query_chunk in (1, 5, 7, 64):
-            chunked = mean_average_precision(
-                queries, query_labels, database, database_labels, top_k, query_chunk=query_chunk
+        one_block = mean_average_precision(queries, query_labels, database, database_labels, top_k)
+        for block in (1, 5, 7):
+            monkeypatch.setattr(ranking, "MAX_BLOCK", block)
+            blocked = mean_average_precision(
+                queries, query_labels, database, database_labels, top_k
             )
-            # Per-query AP is float32, and XLA may order the float32 sums differently
-            # for other chunk shapes, so the means may differ in the last bits.
-            name = "mAP@all" if top_k is None else f"mAP@{top_k}"
-            context = f"query_chunk={query_chunk}, top_k={top_k}"
-            assert chunked[name] == pytest.approx(single_chunk[name], rel=1e-6), context
-            assert chunked.keys() == single_chunk.keys(), context
-            assert chunked["queries_without_relevant"] == single_chunk["queries_without_relevant"]
+            monkeypatch.undo()
+            assert blocked == one_block, f"block={block}, top_k={top_k}"
 
 
-def test_map_compiles_once_across_chunks(monkeypatch):
-    # The ranking function calls hamming_distances only while jit traces it, so the call
-    # count is the number of traces. The shapes here are used by no other test, so no
-    # earlier trace is reused.
+def test_map_compiles_once_across_blocks(monkeypatch):
+    # _select_bit runs only while jit traces the selection, twice per trace. The shapes
+    # here are used by no other test, so no earlier trace is reused.
     trace_count = 0
-    traced_function = metrics.hamming_distances
+    traced_function = ranking._select_bit
 
-    def counting_hamming_distances(query_packed, database_packed):
+    def counting_select_bit(words, rank):
         nonlocal trace_count
         trace_count += 1
-        return traced_function(query_packed, database_packed)
+        return traced_function(words, rank)
 
-    monkeypatch.setattr(metrics, "hamming_distances", counting_hamming_distances)
+    monkeypatch.setattr(ranking, "_select_bit", counting_select_bit)
+    monkeypatch.setattr(ranking, "MAX_BLOCK", 3)
     rng = np.random.default_rng(9)
     queries = pack_codes(random_codes(rng, 7, 20))
-    database = pack_codes(random_codes(rng, 37, 20))
+    database = pack_codes(random_codes(rng, 3037, 20))
 
-    mean_average_precision(
-        queries, rng.integers(0, 3, 7), database, rng.integers(0, 3, 37), 5, query_chunk=3
-    )
+    mean_average_precision(queries, rng.integers(0, 3, 7), database, rng.integers(0, 3, 3037), 5)
 
-    assert trace_count == 1
+    assert trace_count == 2
 
 
 def test_map_class_ids_of_wide_dtypes():
@@ -496,9 +467,6 @@ def test_map_rejects_bad_input():
     for top_k in (0, -1, True, 2.5):
         with pytest.raises(ValueError, match="top_k must be a positive integer"):
             call(top_k)
-    for query_chunk in (0, -3):
-        with pytest.raises(ValueError, match="query_chunk must be a positive integer"):
-            call(query_chunk=query_chunk)
     with pytest.raises(ValueError, match="words per code"):
         call(database=np.zeros((6, 2), np.uint32))
     with pytest.raises(ValueError, match="dtype uint32"):

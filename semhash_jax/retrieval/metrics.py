@@ -1,40 +1,119 @@
-"""Mean average precision (mAP@K) of Hamming ranking over packed binary codes.
+"""Retrieval metrics of Hamming ranking over packed binary codes.
 
-Ranking rule: each query ranks the whole database by Hamming distance, and ties in
-distance are broken by database index, lower index first. This is also the order that
-FAISS binary indexes return. The rule matters because codes of 32 bits or fewer give
-many equal distances, and a different order inside a tie changes AP.
-
-AP@K of one query is the sum over ranks k <= K of P@k * rel_k, divided by the number of
-relevant items within the top K. The result is 0 when the top K contains no relevant
-item. mAP@K is the mean over queries that have at least one relevant item in the whole
-database. Queries with no relevant database item are left out of the mean and counted
-in "queries_without_relevant".
-
-Per-query AP is computed in float32 on the device and the mean in float64. A different
-query_chunk can change the last float32 bits, because XLA may order the sums differently.
-
-NOTE: only this fixed tie order is computed. A tie-aware AP (the expected AP over a
-random order within equal distances) is not reported.
+Definitions (K is the number of ranked items, "all" when it is the whole database):
+- Ranking: each query ranks the database by Hamming distance; ties in distance are
+  broken by database index, lower index first, the order FAISS binary indexes return.
+- AP@K = sum over ranks k <= K of P@k * rel_k, divided by the number of relevant items
+  within the top K; 0 when the top K contains none. mAP@K is its mean.
+- tie_aware_AP@K: the expected AP@K when the items of every group of equal distance are
+  ranked in uniformly random order, with the same normaliser as AP@K. Computed exactly
+  from per-distance counts: closed forms for groups inside the top K, and a
+  hypergeometric sum over the relevant items drawn from the group cut by rank K.
+- precision@H<=r and recall@H<=r: the items within Hamming radius r of the query. A
+  query whose ball is empty has precision 0; "empty_balls@H<=r" counts those queries.
+- precision@N and recall@N for N <= K, and the precision-recall curve over radii
+  0..bits.
+- Queries with no relevant item in the whole database are left out of every mean and
+  counted in "queries_without_relevant". A mean over no query is NaN.
+Means are in float64 on the host; counts and rankings are exact integers from the
+device (`ranking`, `hamming`).
 """
 
 from __future__ import annotations
 
-import functools
 import operator
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+import scipy.special
+import scipy.stats
 
-from semhash_jax.retrieval.codes import check_packed_pair
-from semhash_jax.retrieval.hamming import hamming_distances
+from semhash_jax.retrieval import hamming, ranking
+from semhash_jax.retrieval import labels as labels_lib
+from semhash_jax.retrieval.codes import WORD_BITS, check_packed_pair
 
 TIE_RULE = "ties in Hamming distance are broken by database index (lower first)"
+NO_RELEVANT_RULE = "queries with no relevant database item are left out of every mean"
+EMPTY_BALL_RULE = "a query with no database item within the radius has precision 0"
 
-# Peak device memory per chunk is an estimate of 12 to 24 bytes x query_chunk x N:
-# int32 distances, top-k buffers and, for multi-hot labels, a float32 count of shared labels.
-DEFAULT_QUERY_CHUNK = 256
+# Rows of [queries x terms] float64 arrays processed at once on the host.
+_HOST_ELEMENTS = 1 << 22
+
+
+def retrieval_metrics(
+    query_packed,
+    query_labels,
+    database_packed,
+    database_labels,
+    *,
+    bits: int | None = None,
+    top_k: int | None = None,
+    radius: int = 2,
+    pr_curve: bool = True,
+    mesh=None,
+) -> dict:
+    """Compute every metric of the module docstring.
+
+    Args:
+      query_packed, database_packed: uint32 [Q, W] and [N, W] from `pack_codes`.
+      query_labels, database_labels: 1-D class ids or 2-D multi-hot rows, the same kind.
+      bits: the code length K; defaults to 32 * W. Distances range over 0..bits.
+      top_k: the number of ranked items, None for the whole database; clamped to N.
+      radius: the Hamming radius r of precision@H<=r and recall@H<=r.
+      pr_curve: also compute the curve over radii 0..bits, which costs about
+        2 (bits + 1) / 5 extra counting passes over the database.
+      mesh: a jax Mesh with an axis "data" to split the database over; None for one
+        device. Results are identical.
+
+    Returns:
+      {"metrics": {name: value}, "curves": {...}, and the settings used}. Inputs are
+      never modified.
+    """
+    prepared = _prepare(query_packed, query_labels, database_packed, database_labels, bits, mesh)
+    query_words, query_labels, database, total_relevant = prepared
+    ranked_count = _resolve_top_k(top_k, database.num_items)
+    radius = _resolve_radius(radius, database.bits)
+
+    result = ranking.rank_top_k(query_words, query_labels, database, ranked_count, total_relevant)
+    included = result.total_relevant > 0
+    suffix = _k_suffix(ranked_count, database.num_items)
+    metrics = {
+        f"mAP@{suffix}": _mean(average_precision(result), included),
+        f"tie_aware_mAP@{suffix}": _mean(
+            tie_aware_average_precision(result, database.bits), included
+        ),
+    }
+
+    if pr_curve:
+        total, relevant = _device_histograms(query_words, query_labels, database)
+        within_total = np.cumsum(total, axis=1)[:, radius]
+        within_relevant = np.cumsum(relevant, axis=1)[:, radius]
+    else:
+        within_total, within_relevant = _device_radius_counts(
+            query_words, query_labels, database, radius
+        )
+    precision, recall = _radius_precision_recall(
+        within_total, within_relevant, result.total_relevant
+    )
+    metrics[f"precision@H<={radius}"] = _mean(precision, included)
+    metrics[f"recall@H<={radius}"] = _mean(recall, included)
+    metrics[f"empty_balls@H<={radius}"] = int(np.sum((within_total == 0) & included))
+    metrics["queries_without_relevant"] = int(np.sum(~included))
+
+    curves = {"precision@N": precision_recall_at_n(result, included)}
+    if pr_curve:
+        curves["pr_by_radius"] = _pr_by_radius(total, relevant, result.total_relevant, included)
+    return {
+        "metrics": metrics,
+        "curves": curves,
+        "num_queries": int(query_words.shape[0]),
+        "num_database": int(database.num_items),
+        "bits": int(database.bits),
+        "top_k": None if suffix == "all" else ranked_count,
+        "radius": radius,
+        "tie_rule": TIE_RULE,
+        "no_relevant_rule": NO_RELEVANT_RULE,
+        "empty_ball_rule": EMPTY_BALL_RULE,
+    }
 
 
 def mean_average_precision(
@@ -44,105 +123,206 @@ def mean_average_precision(
     database_labels,
     top_k: int | None,
     *,
-    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    bits: int | None = None,
+    mesh=None,
 ) -> dict:
-    """Compute mAP@K of Hamming ranking, with ties broken by database index (lower first).
+    """Compute mAP@K and tie-aware mAP@K only (no radius metrics or curves).
 
-    Args:
-      query_packed, database_packed: uint32 arrays [Q, words] and [N, words] from
-        `pack_codes`, with the same number of words.
-      query_labels, database_labels: either 1-D integer class ids (relevant means the
-        same id) or 2-D multi-hot arrays [*, C] of 0/1 or bools (relevant means at
-        least one shared label). Both must be of the same kind. An integer label and
-        its one-hot row give the same result.
-      top_k: the number of ranked database items K, or None for the whole database.
-        A value larger than N is clamped to N.
-      query_chunk: the number of queries ranked in one jitted call. Device memory
-        grows as O(query_chunk x N). The last chunk is padded to the same size, so the
-        ranking function compiles once per call shape.
-
-    Returns:
-      A dict with the mean AP under the key "mAP@K", or "mAP@all" when top_k is None or
-      >= N, and "queries_without_relevant", "num_queries", "num_database", "top_k" (K
-      as passed, or None when the whole database is ranked) and "tie_rule". The mean is
-      NaN when no query has a relevant database item.
-
-    Raises ValueError for invalid shapes, dtypes or label values, empty query or
-    database sets, top_k <= 0 and query_chunk <= 0. Inputs are never modified.
+    Arguments are as for `retrieval_metrics`. Returns a flat dict with "mAP@K" (or
+    "mAP@all"), "tie_aware_mAP@K", "queries_without_relevant", "num_queries",
+    "num_database", "top_k" (None for the whole database) and "tie_rule".
     """
-    query_packed = np.asarray(query_packed)
-    database_packed = np.asarray(database_packed)
-    check_packed_pair(query_packed, database_packed)
-    num_queries = query_packed.shape[0]
-    num_database = database_packed.shape[0]
-    if num_queries == 0 or num_database == 0:
-        raise ValueError(
-            f"mAP needs at least one query and one database item, got {num_queries} "
-            f"queries and {num_database} database items"
-        )
-
-    ranked_count = _resolve_top_k(top_k, num_database)
-    chunk_size = _resolve_query_chunk(query_chunk, num_queries)
-    query_labels, database_labels, multi_label = _prepare_labels(
-        query_labels, database_labels, num_queries, num_database
-    )
-    has_relevant = _queries_with_relevant(query_labels, database_labels, multi_label)
-
-    database_packed_device = jnp.asarray(database_packed)
-    database_labels_device = jnp.asarray(database_labels)
-    chunk_results = []
-    for start in range(0, num_queries, chunk_size):
-        stop = min(start + chunk_size, num_queries)
-        chunk_ap = _chunk_average_precision(
-            _pad_rows(query_packed[start:stop], chunk_size),
-            _pad_rows(query_labels[start:stop], chunk_size),
-            database_packed_device,
-            database_labels_device,
-            top_k=ranked_count,
-            multi_label=multi_label,
-        )
-        chunk_results.append((chunk_ap, stop - start))
-    average_precision = np.concatenate(
-        [np.asarray(chunk_ap, dtype=np.float64)[:size] for chunk_ap, size in chunk_results]
-    )
-
-    included = average_precision[has_relevant]
-    mean_ap = float(included.mean()) if included.size else float("nan")
-    ranks_all = ranked_count == num_database
+    prepared = _prepare(query_packed, query_labels, database_packed, database_labels, bits, mesh)
+    query_words, query_labels, database, total_relevant = prepared
+    ranked_count = _resolve_top_k(top_k, database.num_items)
+    result = ranking.rank_top_k(query_words, query_labels, database, ranked_count, total_relevant)
+    included = result.total_relevant > 0
+    suffix = _k_suffix(ranked_count, database.num_items)
     return {
-        "mAP@all" if ranks_all else f"mAP@{ranked_count}": mean_ap,
-        "queries_without_relevant": int(num_queries - has_relevant.sum()),
-        "num_queries": int(num_queries),
-        "num_database": int(num_database),
-        "top_k": None if ranks_all else ranked_count,
+        f"mAP@{suffix}": _mean(average_precision(result), included),
+        f"tie_aware_mAP@{suffix}": _mean(
+            tie_aware_average_precision(result, database.bits), included
+        ),
+        "queries_without_relevant": int(np.sum(~included)),
+        "num_queries": int(query_words.shape[0]),
+        "num_database": int(database.num_items),
+        "top_k": None if suffix == "all" else ranked_count,
         "tie_rule": TIE_RULE,
     }
 
 
-@functools.partial(jax.jit, static_argnames=("top_k", "multi_label"))
-def _chunk_average_precision(
-    query_packed, query_labels, database_packed, database_labels, *, top_k, multi_label
-):
-    """Return AP@top_k [chunk] for one query chunk, 0 where the top K has no relevant item."""
-    distances = hamming_distances(query_packed, database_packed)
-    # jax.lax.top_k puts the lower index first among equal values (documented in its
-    # docstring, jax 0.10.2), so ranking by -distance breaks ties by database index.
-    _, ranked_indices = jax.lax.top_k(-distances, top_k)
+def average_precision(result: ranking.Ranking) -> np.ndarray:
+    """Return AP@K [Q] of the ranked lists, 0 where the top K holds no relevant item."""
+    num_queries, top_k = result.relevant.shape
+    ranks = np.arange(1, top_k + 1, dtype=np.float64)
+    output = np.zeros(num_queries)
+    for rows in _row_blocks(num_queries, top_k):
+        relevant = result.relevant[rows]
+        hits = np.cumsum(relevant, axis=1, dtype=np.int64)
+        precision_sum = np.sum(np.where(relevant, hits / ranks, 0.0), axis=1)
+        found = hits[:, -1]
+        output[rows] = np.where(found > 0, precision_sum / np.maximum(found, 1), 0.0)
+    return output
 
-    if multi_label:
-        # Labels are 0/1, so every input format of the matmul (float32, TF32 or bf16)
-        # is exact, and float32 accumulation counts exactly below 2**24 classes.
-        shared_labels = jnp.einsum("qc,nc->qn", query_labels, database_labels)
-        relevant = jnp.take_along_axis(shared_labels, ranked_indices, axis=1) > 0
-    else:
-        relevant = database_labels[ranked_indices] == query_labels[:, None]
 
-    relevant = relevant.astype(jnp.float32)
-    hits_so_far = jnp.cumsum(relevant, axis=1)
-    ranks = jnp.arange(1, top_k + 1, dtype=jnp.float32)
-    precision_sum = jnp.sum(hits_so_far / ranks * relevant, axis=1)
-    hits = hits_so_far[:, -1]
-    return jnp.where(hits > 0, precision_sum / jnp.maximum(hits, 1.0), 0.0)
+def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarray:
+    """Return the expected AP@K [Q] over random orders within equal distances.
+
+    Groups of equal distance closer than the cutoff lie wholly inside the top K. A
+    group of n items with r relevant, after s items of which R are relevant, adds in
+    expectation (r / n) (R + 1) A + r (r - 1) / (n (n - 1)) (n - (s + 1) A) to the sum
+    of P@k * rel_k, where A = sum_{i=1..n} 1 / (s + i). The group at the cutoff
+    distance contributes m = K - s of its G items; the number j of relevant items among
+    them is hypergeometric, and the normaliser R + j depends on it, so the expectation
+    is a sum over j.
+    """
+    num_queries, top_k = result.distances.shape
+    num_bins = bits + 2
+    closer = result.distances < result.cutoff[:, None]
+    flat = np.arange(num_queries)[:, None] * num_bins + result.distances
+    group_size = np.bincount(flat[closer], minlength=num_queries * num_bins)
+    group_relevant = np.bincount(flat[closer & result.relevant], minlength=num_queries * num_bins)
+    group_size = group_size.reshape(num_queries, num_bins).astype(np.float64)
+    group_relevant = group_relevant.reshape(num_queries, num_bins).astype(np.float64)
+    before = np.cumsum(group_size, axis=1) - group_size
+    relevant_before = np.cumsum(group_relevant, axis=1) - group_relevant
+    inside = _expected_precision_sum(group_size, group_relevant, before, relevant_before)
+    inside_sum = inside.sum(axis=1)
+    relevant_closer = group_relevant.sum(axis=1)
+
+    taken = (top_k - result.closer).astype(np.float64)
+    harmonic_taken = _harmonic(result.closer + taken) - _harmonic(result.closer)
+    spread_sum = taken - (result.closer + 1) * harmonic_taken
+    output = np.zeros(num_queries)
+    low = np.maximum(0, result.tie_relevant + (top_k - result.closer) - result.tie_size)
+    high = np.minimum(top_k - result.closer, result.tie_relevant)
+    for rows in _row_blocks(num_queries, int(np.max(high - low, initial=0)) + 1):
+        drawn = low[rows, None] + np.arange(int(np.max(high[rows] - low[rows])) + 1)[None, :]
+        possible = drawn <= high[rows, None]
+        probability = scipy.stats.hypergeom.pmf(
+            drawn, result.tie_size[rows, None], result.tie_relevant[rows, None], taken[rows, None]
+        )
+        probability = np.where(possible, probability, 0.0)
+        pairs = np.where(taken[rows, None] > 1, drawn * (drawn - 1.0), 0.0)
+        pair_norm = np.maximum(taken[rows, None] * (taken[rows, None] - 1.0), 1.0)
+        boundary = (
+            drawn
+            / taken[rows, None]
+            * (relevant_closer[rows, None] + 1)
+            * harmonic_taken[rows, None]
+            + pairs / pair_norm * spread_sum[rows, None]
+        )
+        normaliser = relevant_closer[rows, None] + drawn
+        value = np.where(
+            normaliser > 0, (inside_sum[rows, None] + boundary) / np.maximum(normaliser, 1), 0.0
+        )
+        output[rows] = np.sum(probability * value, axis=1)
+    return output
+
+
+def precision_recall_at_n(result: ranking.Ranking, included: np.ndarray) -> dict:
+    """Return mean precision@N and recall@N at the points of `curve_points(K)`."""
+    top_k = result.relevant.shape[1]
+    points = curve_points(top_k)
+    hits = np.cumsum(result.relevant, axis=1, dtype=np.int64)[:, np.asarray(points) - 1]
+    precision = hits / np.asarray(points, dtype=np.float64)
+    recall = hits / np.maximum(result.total_relevant, 1)[:, None]
+    return {
+        "N": points,
+        "precision": [_mean(column, included) for column in precision.T],
+        "recall": [_mean(column, included) for column in recall.T],
+    }
+
+
+def curve_points(top_k: int) -> list[int]:
+    """Return the values of N, up to top_k, at which precision@N and recall@N are reported."""
+    points = {1, 5, 10, 20, 50, 100, top_k}
+    points.update(round(top_k * step / 50) for step in range(1, 51))
+    return sorted(point for point in points if 1 <= point <= top_k)
+
+
+def _expected_precision_sum(size, relevant, before, relevant_before):
+    """Return the expected sum of P@k * rel_k over each group (0 for empty groups)."""
+    safe_size = np.maximum(size, 1.0)
+    harmonic = _harmonic(before + size) - _harmonic(before)
+    spread = size - (before + 1) * harmonic
+    pair_norm = np.maximum(size * (size - 1), 1.0)
+    value = relevant / safe_size * (relevant_before + 1) * harmonic
+    value = value + relevant * (relevant - 1) / pair_norm * spread
+    return np.where(size > 0, value, 0.0)
+
+
+def _harmonic(n):
+    """Return the harmonic number H(n) = sum_{i=1..n} 1 / i in float64."""
+    return scipy.special.digamma(np.asarray(n, dtype=np.float64) + 1.0) + np.euler_gamma
+
+
+def _radius_precision_recall(within_total, within_relevant, total_relevant):
+    precision = np.where(within_total > 0, within_relevant / np.maximum(within_total, 1), 0.0)
+    recall = within_relevant / np.maximum(total_relevant, 1)
+    return precision, recall
+
+
+def _pr_by_radius(total, relevant, total_relevant, included) -> dict:
+    within_total = np.cumsum(total, axis=1)
+    within_relevant = np.cumsum(relevant, axis=1)
+    precision, recall = _radius_precision_recall(
+        within_total, within_relevant, total_relevant[:, None]
+    )
+    return {
+        "radius": list(range(total.shape[1])),
+        "precision": [_mean(column, included) for column in precision.T],
+        "recall": [_mean(column, included) for column in recall.T],
+    }
+
+
+def _device_histograms(query_words, query_labels, database):
+    totals, relevants = [], []
+    block = 256
+    for start in range(0, query_words.shape[0], block):
+        stop = min(start + block, query_words.shape[0])
+        total, relevant = hamming.distance_histograms(
+            ranking.pad_rows(query_words[start:stop], block),
+            ranking.pad_rows(query_labels[start:stop], block),
+            database,
+        )
+        totals.append(np.asarray(total)[: stop - start])
+        relevants.append(np.asarray(relevant)[: stop - start])
+    return np.concatenate(totals).astype(np.int64), np.concatenate(relevants).astype(np.int64)
+
+
+def _device_radius_counts(query_words, query_labels, database, radius: int):
+    fields = (hamming.Field("le", radius), hamming.Field("le", radius, relevant=True))
+    counts = ranking.count_per_query(query_words, query_labels, database, fields)
+    return counts[:, 0], counts[:, 1]
+
+
+def _prepare(query_packed, query_labels, database_packed, database_labels, bits, mesh):
+    query_packed = np.asarray(query_packed)
+    database_packed = np.asarray(database_packed)
+    check_packed_pair(query_packed, database_packed)
+    num_queries, num_words = query_packed.shape
+    num_database = database_packed.shape[0]
+    if num_queries == 0 or num_database == 0:
+        raise ValueError(
+            f"retrieval needs at least one query and one database item, got {num_queries} "
+            f"queries and {num_database} database items"
+        )
+    if bits is None:
+        bits = num_words * WORD_BITS
+    bits = operator.index(bits)
+    if not (num_words - 1) * WORD_BITS < bits <= num_words * WORD_BITS:
+        raise ValueError(
+            f"bits = {bits} does not match packed codes of {num_words} words per code; "
+            f"expected {(num_words - 1) * WORD_BITS + 1} to {num_words * WORD_BITS}"
+        )
+
+    query_labels, database_labels, _ = labels_lib.prepare_labels(
+        query_labels, database_labels, num_queries, num_database
+    )
+    total_relevant = labels_lib.relevant_counts(query_labels, database_labels)
+    database = hamming.put_database(database_packed, database_labels, bits, mesh)
+    return query_packed, query_labels, database, total_relevant
 
 
 def _resolve_top_k(top_k, num_database: int) -> int:
@@ -150,7 +330,7 @@ def _resolve_top_k(top_k, num_database: int) -> int:
     if top_k is None:
         return num_database
     if isinstance(top_k, (bool, np.bool_)):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")  # noqa: TRY004
     try:
         top_k = operator.index(top_k)
     except TypeError:
@@ -160,107 +340,31 @@ def _resolve_top_k(top_k, num_database: int) -> int:
     return min(top_k, num_database)
 
 
-def _resolve_query_chunk(query_chunk, num_queries: int) -> int:
-    if isinstance(query_chunk, (bool, np.bool_)):
-        raise ValueError(f"query_chunk must be a positive integer, got {query_chunk!r}")
+def _resolve_radius(radius, bits: int) -> int:
+    if isinstance(radius, (bool, np.bool_)):
+        raise ValueError(f"radius must be an integer in [0, {bits}], got {radius!r}")  # noqa: TRY004
     try:
-        query_chunk = operator.index(query_chunk)
+        radius = operator.index(radius)
     except TypeError:
-        raise ValueError(f"query_chunk must be a positive integer, got {query_chunk!r}") from None
-    if query_chunk <= 0:
-        raise ValueError(f"query_chunk must be a positive integer, got {query_chunk}")
-    return min(query_chunk, num_queries)
-
-
-def _prepare_labels(query_labels, database_labels, num_queries: int, num_database: int):
-    """Validate labels and return (query, database, multi_label) as new device-ready arrays.
-
-    Class ids become int32 indices into their sorted union, so ids of any integer
-    dtype compare correctly without 64-bit jax. Multi-hot labels become float32 0/1.
-    """
-    query_labels = np.asarray(query_labels)
-    database_labels = np.asarray(database_labels)
-    if query_labels.ndim not in (1, 2) or database_labels.ndim not in (1, 2):
+        raise ValueError(f"radius must be an integer in [0, {bits}], got {radius!r}") from None
+    if not 0 <= radius <= bits:
         raise ValueError(
-            "labels must be 1-D integer class ids or 2-D multi-hot arrays, got "
-            f"query_labels shape {query_labels.shape} and database_labels shape "
-            f"{database_labels.shape}"
+            f"radius must be an integer in [0, {bits}] for {bits}-bit codes, got {radius}"
         )
-    if query_labels.ndim != database_labels.ndim:
-        raise ValueError(
-            "query_labels and database_labels must be of the same kind (both 1-D class "
-            f"ids or both 2-D multi-hot), got shapes {query_labels.shape} and "
-            f"{database_labels.shape}"
-        )
-    if query_labels.shape[0] != num_queries:
-        raise ValueError(
-            f"query_labels has {query_labels.shape[0]} rows but query_packed has {num_queries}"
-        )
-    if database_labels.shape[0] != num_database:
-        raise ValueError(
-            f"database_labels has {database_labels.shape[0]} rows but database_packed "
-            f"has {num_database}"
-        )
-
-    if query_labels.ndim == 1:
-        return (*_class_ids_as_indices(query_labels, database_labels), False)
-
-    if query_labels.shape[1] != database_labels.shape[1]:
-        raise ValueError(
-            f"query_labels has {query_labels.shape[1]} classes but database_labels has "
-            f"{database_labels.shape[1]}"
-        )
-    return (
-        _multi_hot_as_float(query_labels, "query_labels"),
-        _multi_hot_as_float(database_labels, "database_labels"),
-        True,
-    )
+    return radius
 
 
-def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray):
-    for name, labels in (("query_labels", query_labels), ("database_labels", database_labels)):
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"1-D {name} must be integer class ids, got dtype {labels.dtype}. "
-                "Pass multi-hot labels as a 2-D array."
-            )
-    common_dtype = np.result_type(query_labels.dtype, database_labels.dtype)
-    if not np.issubdtype(common_dtype, np.integer):
-        raise ValueError(
-            f"query_labels ({query_labels.dtype}) and database_labels "
-            f"({database_labels.dtype}) have no common integer dtype. Cast both to one."
-        )
-    all_labels = np.concatenate([query_labels, database_labels]).astype(common_dtype)
-    _, indices = np.unique(all_labels, return_inverse=True)
-    indices = indices.astype(np.int32)
-    return indices[: len(query_labels)], indices[len(query_labels) :]
+def _k_suffix(ranked_count: int, num_database: int) -> str:
+    return "all" if ranked_count == num_database else str(ranked_count)
 
 
-def _multi_hot_as_float(labels: np.ndarray, name: str) -> np.ndarray:
-    if labels.dtype != np.bool_:
-        if not (
-            np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
-        ):
-            raise ValueError(f"2-D {name} must be multi-hot 0/1 or bool, got dtype {labels.dtype}")
-        if not np.all((labels == 0) | (labels == 1)):
-            raise ValueError(
-                f"2-D {name} must be multi-hot with values 0 and 1 only. Pass class ids as a 1-D array."
-            )
-    return labels.astype(np.float32)
+def _mean(values: np.ndarray, included: np.ndarray) -> float:
+    selected = np.asarray(values, dtype=np.float64)[included]
+    return float(selected.mean()) if selected.size else float("nan")
 
 
-def _queries_with_relevant(query_labels, database_labels, multi_label: bool) -> np.ndarray:
-    """Return a bool [Q] that is True where some database item is relevant to the query."""
-    if multi_label:
-        classes_in_database = database_labels.any(axis=0)
-        return (query_labels.astype(bool) & classes_in_database).any(axis=1)
-    return np.isin(query_labels, database_labels)
-
-
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """Pad `array` with zero rows to `rows` rows, so every chunk has the same shape."""
-    missing = rows - array.shape[0]
-    if missing == 0:
-        return array
-    padding = [(0, missing)] + [(0, 0)] * (array.ndim - 1)
-    return np.pad(array, padding)
+def _row_blocks(num_rows: int, columns: int):
+    """Yield slices of rows such that rows x columns stays near _HOST_ELEMENTS."""
+    step = max(1, _HOST_ELEMENTS // max(columns, 1))
+    for start in range(0, num_rows, step):
+        yield slice(start, min(start + step, num_rows))

@@ -1,0 +1,88 @@
+"""Retrieval metrics for binary codes from any toolkit.
+
+  python -m semhash_jax.evaluate_codes --query=Q.npz --database=D.npz \
+      [--top_k=K] [--radius=R] [--out=results.json] [--plots=DIR]
+
+Each .npz file holds `codes` and `labels` (see semhash_jax.retrieval.code_files for
+the accepted forms). Prints the metrics and, with --out, writes them with the curves
+as JSON; with --plots, writes the curves as PNG files.
+"""
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("query", None, "Code file (.npz) of the queries.")
+flags.DEFINE_string("database", None, "Code file (.npz) of the database.")
+flags.DEFINE_integer(
+    "top_k", None, "Number of ranked database items K for mAP@K; the whole database if unset."
+)
+flags.DEFINE_integer("radius", 2, "Hamming radius r for precision and recall within radius r.")
+flags.DEFINE_boolean("pr_curve", True, "Compute the precision-recall curve over all Hamming radii.")
+flags.DEFINE_string("out", None, "Path of a JSON file for the metrics and curves.")
+flags.DEFINE_string("plots", None, "Folder for PNG plots of the curves.")
+flags.mark_flags_as_required(["query", "database"])
+
+
+def format_metrics(results: dict) -> str:
+    """Return the scalar metrics and settings of `results` as a plain-text table."""
+    rows = [
+        ("queries / database", f"{results['num_queries']} / {results['num_database']}"),
+        ("bits", results["bits"]),
+    ]
+    rows += [
+        (name, f"{value:.4f}" if isinstance(value, float) else value)
+        for name, value in results["metrics"].items()
+    ]
+    rows.append(("tie rule", results["tie_rule"]))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from semhash_jax import platform
+
+    platform.quiet_library_logs()
+    from semhash_jax import atomic_files
+    from semhash_jax.retrieval import code_files, metrics
+
+    query = code_files.read_code_file(FLAGS.query)
+    database = code_files.read_code_file(FLAGS.database)
+    if query.bits != database.bits:
+        raise app.UsageError(
+            f"{FLAGS.query} has {query.bits}-bit codes but {FLAGS.database} has "
+            f"{database.bits}-bit codes. Both sets must come from the same model."
+        )
+    logging.info(
+        "Evaluating %d queries against %d database items, %d bits.",
+        len(query),
+        len(database),
+        query.bits,
+    )
+    results = metrics.retrieval_metrics(
+        query.packed,
+        query.labels,
+        database.packed,
+        database.labels,
+        bits=query.bits,
+        top_k=FLAGS.top_k,
+        radius=FLAGS.radius,
+        pr_curve=FLAGS.pr_curve,
+    )
+    results["query_file"] = FLAGS.query
+    results["database_file"] = FLAGS.database
+    print(format_metrics(results))
+
+    if FLAGS.out:
+        atomic_files.write_json(FLAGS.out, results)
+        print(f"Metrics written to {FLAGS.out}")
+    if FLAGS.plots:
+        from semhash_jax.retrieval import plots
+
+        for path in plots.write_curve_plots(results, FLAGS.plots):
+            print(f"Plot written to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,58 @@
+"""PNG plots of retrieval curves: precision-recall over Hamming radii, and precision@N."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # The backend must be set before this import.
+
+
+def write_curve_plots(results: dict, out_dir) -> list[pathlib.Path]:
+    """Write the curves of a `retrieval_metrics` result as PNG files; return their paths."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = results["curves"]
+    title = (
+        f"{results['bits']} bits, {results['num_queries']} queries, {results['num_database']} items"
+    )
+    paths = []
+
+    at_n = curves["precision@N"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(at_n["N"], at_n["precision"], marker=".", label="precision@N")
+    axis.plot(at_n["N"], at_n["recall"], marker=".", label="recall@N")
+    axis.set_xlabel("N (ranked items, ties by database index)")
+    axis.set_ylabel("mean over queries")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    paths.append(_save(figure, out_dir / "precision_at_n.png"))
+
+    if "pr_by_radius" in curves:
+        by_radius = curves["pr_by_radius"]
+        figure, axis = plt.subplots(figsize=(5, 5))
+        axis.plot(by_radius["recall"], by_radius["precision"], marker=".")
+        for radius, recall, precision in zip(
+            by_radius["radius"], by_radius["recall"], by_radius["precision"], strict=True
+        ):
+            if radius <= 4 or radius == by_radius["radius"][-1]:
+                axis.annotate(f"r={radius}", (recall, precision), fontsize=7)
+        axis.set_xlabel("recall within Hamming radius r")
+        axis.set_ylabel("precision within Hamming radius r (empty ball = 0)")
+        axis.set_xlim(0, 1.02)
+        axis.set_ylim(0, 1.02)
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        paths.append(_save(figure, out_dir / "pr_by_radius.png"))
+    return paths
+
+
+def _save(figure, path: pathlib.Path) -> pathlib.Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

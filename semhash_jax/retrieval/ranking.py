@@ -1,0 +1,465 @@
+"""Exact top-K Hamming ranking by counting, with ties broken by database index.
+
+Hamming distances are integers 0..bits, so the top K of a query needs no comparison
+sort of the database. For each block of queries, on device:
+1. A sample of the database gives each query an estimate of its cutoff distance c,
+   the distance of its K-th nearest item.
+2. One counting pass (`hamming.count_fields`) counts, per chunk of CHUNK items, the
+   items at distance <= a, a + 1, a + 2 and the relevant items at a + 1 and a + 2,
+   for a bracket a chosen so that c is a + 1 or a + 2. A query whose c falls outside
+   moves its bracket and the pass runs again. The final counts give c exactly, the
+   number L of items closer than c and the size G of the tie group at c.
+3. The top K is every item closer than c plus the K - L items at distance c with the
+   lowest indices. Prefix sums of the per-chunk counts give each of the K output slots
+   its chunk, and only those chunks are read again to find the items.
+4. The K items are sorted by (distance, index).
+Peak memory per block is O(block x (K x CHUNK + N / CHUNK)), never O(block x N).
+
+When K x CHUNK is larger than twice the database, reading the chunks again would cost
+more than sorting, so the block's distances are sorted instead (`_rank_block_sorting`).
+Both paths give identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from semhash_jax.retrieval import hamming, scans
+from semhash_jax.retrieval.hamming import CHUNK, DeviceDatabase, Field
+
+# The sample used to estimate cutoffs: at most this many chunks, evenly spaced.
+SAMPLE_CHUNKS = 256
+FINE_SAMPLE_FACTOR = 8
+# Element budget of the largest per-block temporaries ([block, K, CHUNK] or [block, N]).
+BLOCK_ELEMENTS = 1 << 22
+MAX_BLOCK = 32
+
+_BRACKET_FIELDS = (
+    Field("le", 0),
+    Field("le", 1),
+    Field("le", 2),
+    Field("eq", 1, relevant=True),
+    Field("eq", 2, relevant=True),
+)
+
+
+@dataclasses.dataclass
+class Ranking:
+    """The top K of each query, ordered by (distance, database index), and its tie group.
+
+    ids: int32 [Q, K] database indices. distances: int32 [Q, K]. relevant: bool [Q, K].
+    cutoff: int32 [Q], c = the distance of the K-th item.
+    closer: int64 [Q], L = the database items at distance < c (all of them are in the top K).
+    tie_size: int64 [Q], G = the database items at distance c.
+    tie_relevant: int64 [Q], the relevant database items at distance c.
+    total_relevant: int64 [Q], the relevant items in the whole database.
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+    relevant: np.ndarray
+    cutoff: np.ndarray
+    closer: np.ndarray
+    tie_size: np.ndarray
+    tie_relevant: np.ndarray
+    total_relevant: np.ndarray
+
+
+def rank_top_k(
+    query_words: np.ndarray,
+    query_labels: np.ndarray,
+    database: DeviceDatabase,
+    top_k: int,
+    total_relevant: np.ndarray | None = None,
+    method: str | None = None,
+) -> Ranking:
+    """Rank the database for every query and keep the top `top_k` (1 <= top_k <= N).
+
+    query_words: uint32 [Q, W]; query_labels: prepared labels of the same kind as the
+    database's. `total_relevant` [Q] is counted on device when None. `method` is
+    "counting", "sorting" or None to choose by cost; both give identical results.
+    """
+    num_queries = query_words.shape[0]
+    if not 1 <= top_k <= database.num_items:
+        raise ValueError(f"top_k must be in [1, {database.num_items}], got {top_k}")
+    if method not in (None, "counting", "sorting"):
+        raise ValueError(f"method must be 'counting', 'sorting' or None, got {method!r}")
+
+    if method is None:
+        use_counting = top_k * CHUNK <= 2 * database.padded_size
+    else:
+        use_counting = method == "counting"
+    per_query_elements = top_k * CHUNK if use_counting else database.padded_size
+    block = int(np.clip(BLOCK_ELEMENTS // per_query_elements, 1, MAX_BLOCK))
+    block = min(block, num_queries)
+
+    kwargs = {"top_k": top_k, "num_items": database.num_items, "bits": database.bits}
+    if use_counting:
+        rank_block = functools.partial(_rank_block_counting, **kwargs)
+    else:
+        rank_block = functools.partial(_rank_block_sorting, **kwargs)
+
+    outputs = []
+    for start in range(0, num_queries, block):
+        stop = min(start + block, num_queries)
+        block_words = pad_rows(query_words[start:stop], block)
+        block_labels = pad_rows(query_labels[start:stop], block)
+        result = rank_block(
+            block_words, block_labels, database.words, database.chunks, database.labels
+        )
+        outputs.append(jax.tree.map(lambda x, size=stop - start: np.asarray(x)[:size], result))
+    merged = {name: np.concatenate([out[name] for out in outputs]) for name in outputs[0]}
+
+    if total_relevant is None:
+        everything = Field("le", database.bits, relevant=True)
+        total_relevant = count_per_query(query_words, query_labels, database, (everything,))[:, 0]
+    return Ranking(
+        ids=merged["ids"],
+        distances=merged["distances"],
+        relevant=merged["relevant"],
+        cutoff=merged["cutoff"],
+        closer=merged["closer"].astype(np.int64),
+        tie_size=merged["tie_size"].astype(np.int64),
+        tie_relevant=merged["tie_relevant"].astype(np.int64),
+        total_relevant=np.asarray(total_relevant, dtype=np.int64),
+    )
+
+
+def count_per_query(query_words, query_labels, database: DeviceDatabase, fields) -> np.ndarray:
+    """Return int64 [Q, len(fields)]: the database items that meet each field, per query.
+
+    Field offsets are relative to distance 0.
+    """
+    totals = []
+    block = 256
+    for start in range(0, query_words.shape[0], block):
+        stop = min(start + block, query_words.shape[0])
+        counts = hamming.count_many_fields(
+            jnp.asarray(pad_rows(query_words[start:stop], block)),
+            jnp.asarray(pad_rows(query_labels[start:stop], block)),
+            database,
+            jnp.zeros(block, jnp.int32),
+            tuple(fields),
+        )
+        totals.append(np.asarray(counts)[: stop - start])
+    return np.concatenate(totals).astype(np.int64)
+
+
+def _rank_block_counting(
+    query_words, query_labels, words, chunks, labels, *, top_k, num_items, bits
+):
+    # Three jitted stages: in one jitted function, XLA's CPU backend compiled the
+    # counting pass several times slower.
+    bracket = _estimate_bracket(
+        query_words, query_labels, words, labels, top_k=top_k, num_items=num_items, bits=bits
+    )
+    bracket, chunk_words = _resolve_bracket(
+        query_words,
+        query_labels,
+        words,
+        labels,
+        bracket,
+        top_k=top_k,
+        num_items=num_items,
+        bits=bits,
+    )
+    boundary = _chunk_prefix_sums(bracket, chunk_words, top_k=top_k)
+    return _select_top_k(
+        query_words,
+        query_labels,
+        words,
+        chunks,
+        labels,
+        boundary,
+        top_k=top_k,
+        num_items=num_items,
+        bits=bits,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("top_k",))
+def _chunk_prefix_sums(bracket, chunk_words, *, top_k):
+    """Return the cutoff, tie counts and per-chunk prefix sums of the top-K items."""
+    counts = hamming.unpack_fields(chunk_words, len(_BRACKET_FIELDS))
+    at_most_1 = scans.sum_last_axis(counts[1])
+    upper = at_most_1 < top_k
+    cutoff = jnp.where(upper, bracket + 2, bracket + 1)
+    closer_per_chunk = jnp.where(upper[:, None], counts[1], counts[0])
+    at_most_per_chunk = jnp.where(upper[:, None], counts[2], counts[1])
+    relevant_per_chunk = jnp.where(upper[:, None], counts[4], counts[3])
+    tie_relevant = scans.sum_last_axis(relevant_per_chunk)
+    tie_per_chunk = at_most_per_chunk - closer_per_chunk
+
+    # Items of each chunk that belong to the top K, and prefix sums over chunks.
+    closer_incl = scans.prefix_sum_last_axis(closer_per_chunk, CHUNK)
+    tie_incl = scans.prefix_sum_last_axis(tie_per_chunk, CHUNK)
+    closer = closer_incl[:, -1]
+    tie_size = tie_incl[:, -1]
+    tie_taken = top_k - closer
+    selected_incl = closer_incl + jnp.minimum(tie_incl, tie_taken[:, None])
+    return {
+        "cutoff": cutoff,
+        "closer": closer,
+        "tie_size": tie_size,
+        "tie_relevant": tie_relevant,
+        "selected_incl": selected_incl,
+        "tie_incl": tie_incl,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items", "bits"))
+def _select_top_k(
+    query_words, query_labels, words, chunks, labels, boundary, *, top_k, num_items, bits
+):
+    """Find the top K items of each query from the chunk prefix sums of `boundary`.
+
+    A separate jitted function from `_chunk_prefix_sums`, so that the prefix sums are
+    materialised: XLA otherwise fused them into every gather below and recomputed them.
+    """
+    cutoff = boundary["cutoff"]
+    selected_incl = boundary["selected_incl"]
+    tie_incl = boundary["tie_incl"]
+    tie_taken = top_k - boundary["closer"]
+
+    # Each output slot s lives in the first chunk whose inclusive count exceeds s.
+    slots = jnp.arange(top_k, dtype=jnp.int32)
+    slot_chunk = jax.vmap(
+        lambda row: jnp.searchsorted(row, slots, side="right", method="scan_unrolled")
+    )(selected_incl).astype(jnp.int32)
+    selected_before = _exclusive_at(selected_incl, slot_chunk)
+    tie_before = _exclusive_at(tie_incl, slot_chunk)
+    rank_in_chunk = slots[None, :] - selected_before
+
+    # Read the slot's chunk again as two bit masks over its CHUNK (= 32) items: the
+    # items closer than the cutoff, and the items at the cutoff. The slot's item is the
+    # (rank_in_chunk + 1)-th set bit of the closer items plus the tie items that are
+    # still among the first tie_taken ties of the database.
+    item = slot_chunk[..., None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
+    chunk_words = chunks[slot_chunk]  # [Q, K, W, CHUNK]
+    distance = jax.lax.population_count(query_words[:, None, 0, None] ^ chunk_words[:, :, 0])
+    for word in range(1, query_words.shape[1]):
+        distance = distance + jax.lax.population_count(
+            query_words[:, None, word, None] ^ chunk_words[:, :, word]
+        )
+    distance = distance.astype(jnp.int32)
+    valid = item < num_items
+    bit_values = jnp.left_shift(jnp.uint32(1), jnp.arange(CHUNK, dtype=jnp.uint32))
+    closer_bits = _or_bits(bit_values, (distance < cutoff[:, None, None]) & valid)
+    tie_bits = _or_bits(bit_values, (distance == cutoff[:, None, None]) & valid)
+    ties_allowed = jnp.maximum(tie_taken[:, None] - tie_before, 0)
+    last_tie = _select_bit(tie_bits, jnp.maximum(ties_allowed - 1, 0))
+    # (2 << 31) wraps to 0 in uint32, so the mask below is all ones for last_tie = 31.
+    tie_mask = (jnp.uint32(2) << last_tie.astype(jnp.uint32)) - jnp.uint32(1)
+    allowed_tie_bits = jnp.where(ties_allowed > 0, tie_bits & tie_mask, jnp.uint32(0))
+    position = _select_bit(closer_bits | allowed_tie_bits, rank_in_chunk)
+
+    ids = slot_chunk * CHUNK + position
+    top_distances = jnp.take_along_axis(distance, position[..., None], axis=2)[..., 0]
+    ids, top_distances = _sort_by_distance_then_id(ids, top_distances, words.shape[1], bits)
+    return {
+        "ids": ids,
+        "distances": top_distances,
+        "relevant": _relevant_items(query_labels, labels, ids),
+        "cutoff": cutoff,
+        "closer": boundary["closer"],
+        "tie_size": boundary["tie_size"],
+        "tie_relevant": boundary["tie_relevant"],
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items", "bits"))
+def _estimate_bracket(query_words, query_labels, words, labels, *, top_k, num_items, bits):
+    """Return int32 [Q], a bracket a such that the cutoff is likely a + 1 or a + 2.
+
+    A small sample counts every threshold 0..bits; a sample FINE_SAMPLE_FACTOR times
+    larger then counts only the five thresholds around the first estimate.
+    """
+    num_queries = query_words.shape[0]
+    small, small_items = _sample(words, num_items, SAMPLE_CHUNKS)
+    thresholds = tuple(Field("le", t) for t in range(bits + 1))
+    small_database = DeviceDatabase(small, None, labels, small_items, bits)
+    zero = jnp.zeros(num_queries, jnp.int32)
+    estimate = hamming.count_many_fields(
+        query_words, query_labels, small_database, zero, thresholds
+    ).astype(jnp.float32) * (num_items / small_items)
+    first_guess = jnp.argmax(estimate >= top_k, axis=1).astype(jnp.int32)
+
+    large, large_items = _sample(words, num_items, SAMPLE_CHUNKS * FINE_SAMPLE_FACTOR)
+    window_start = first_guess - 2
+    window = hamming.count_fields(
+        query_words,
+        query_labels,
+        large,
+        labels,
+        window_start,
+        fields=tuple(Field("le", offset) for offset in range(5)),
+        num_items=large_items,
+        per_chunk=False,
+    ).astype(jnp.float32) * (num_items / large_items)
+    offset = jnp.arange(bits + 1, dtype=jnp.int32)[None, :] - window_start[:, None]
+    in_window = (offset >= 0) & (offset < 5)
+    from_window = jnp.take_along_axis(window, jnp.clip(offset, 0, 4), axis=1)
+    estimate = jnp.where(in_window, from_window, estimate)
+
+    # The estimate at t = bits counts every item, so argmax always finds a threshold.
+    cutoff = jnp.argmax(estimate >= top_k, axis=1).astype(jnp.int32)
+    above = jnp.take_along_axis(estimate, cutoff[:, None], axis=1)[:, 0]
+    below = jnp.take_along_axis(estimate, jnp.maximum(cutoff - 1, 0)[:, None], axis=1)[:, 0]
+    below = jnp.where(cutoff > 0, below, 0.0)
+    # If the estimate just clears K at the cutoff, the true cutoff may be one higher.
+    margin_above = above / top_k
+    margin_below = top_k / jnp.maximum(below, 0.5)
+    return jnp.where(margin_above < margin_below, cutoff - 1, cutoff - 2)
+
+
+def _sample(words, num_items: int, max_chunks: int):
+    """Return (words [W, S], S): at most max_chunks evenly spaced chunks of real items."""
+    num_full_chunks = num_items // CHUNK
+    stride = max(1, num_full_chunks // max_chunks)
+    if stride == 1:
+        return words, num_items
+    num_words = words.shape[0]
+    chunks = words.reshape(num_words, -1, CHUNK)[:, :num_full_chunks:stride]
+    sample = chunks.reshape(num_words, -1)
+    return sample, sample.shape[1]
+
+
+def _resolve_bracket(query_words, query_labels, words, labels, bracket, *, top_k, num_items, bits):
+    """Move each query's bracket until its cutoff is a + 1 or a + 2; return it and its counts.
+
+    The rounds loop on the host: inside a lax.while_loop, XLA's CPU backend compiled the
+    counting pass about ten times slower.
+    """
+    resolved = jnp.zeros(bracket.shape, jnp.bool_)
+    kept_words = jnp.zeros((bracket.shape[0], words.shape[1] // CHUNK), jnp.uint32)
+    # Each round moves a bracket by 2 toward a bound that always resolves (nothing is
+    # at distance < 0, everything is at distance <= bits), so bits // 2 + 2 rounds suffice.
+    for _ in range(bits // 2 + 2):
+        bracket, resolved, kept_words = _bracket_round(
+            query_words,
+            query_labels,
+            words,
+            labels,
+            bracket,
+            resolved,
+            kept_words,
+            top_k=top_k,
+            num_items=num_items,
+        )
+        if bool(jnp.all(resolved)):
+            return bracket, kept_words
+    raise AssertionError("the cutoff search did not converge; this is a bug")
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items"))
+def _bracket_round(
+    query_words, query_labels, words, labels, bracket, resolved, kept_words, *, top_k, num_items
+):
+    chunk_words = hamming.count_fields(
+        query_words,
+        query_labels,
+        words,
+        labels,
+        bracket,
+        fields=_BRACKET_FIELDS,
+        num_items=num_items,
+        per_chunk=True,
+    )
+    counts = hamming.unpack_fields(chunk_words, 3)
+    too_high = scans.sum_last_axis(counts[0]) >= top_k
+    fits = jnp.logical_not(too_high) & (scans.sum_last_axis(counts[2]) >= top_k)
+    newly = fits & jnp.logical_not(resolved)
+    kept_words = jnp.where(newly[:, None], chunk_words, kept_words)
+    step = jnp.where(too_high, -2, 2)
+    bracket = jnp.where(resolved | fits, bracket, bracket + step)
+    return bracket, resolved | fits, kept_words
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items", "bits"))
+def _rank_block_sorting(
+    query_words, query_labels, words, chunks, labels, *, top_k, num_items, bits
+):
+    padded_size = words.shape[1]
+    distance = hamming.distances(query_words, words)
+    valid = jax.lax.broadcasted_iota(jnp.int32, (1, padded_size), 1) < num_items
+    distance = jnp.where(valid, distance, bits + 1)
+    ids = jnp.broadcast_to(jnp.arange(padded_size, dtype=jnp.int32), distance.shape)
+    ids, sorted_distances = _sort_by_distance_then_id(ids, distance, padded_size, bits + 1)
+    ids, top_distances = ids[:, :top_k], sorted_distances[:, :top_k]
+
+    cutoff = top_distances[:, -1]
+    at_cutoff = distance == cutoff[:, None]
+    relevant = hamming.relevance(query_labels, labels)
+    return {
+        "ids": ids,
+        "distances": top_distances,
+        "relevant": _relevant_items(query_labels, labels, ids),
+        "cutoff": cutoff,
+        "closer": jnp.sum(distance < cutoff[:, None], axis=1),
+        "tie_size": jnp.sum(at_cutoff, axis=1),
+        "tie_relevant": jnp.sum(at_cutoff & relevant, axis=1),
+    }
+
+
+def _sort_by_distance_then_id(ids, distances, padded_size: int, max_distance: int):
+    """Sort each row by (distance, id); return (ids, distances)."""
+    if (max_distance + 1) * padded_size < 2**31:
+        keys = jax.lax.sort(distances * padded_size + ids, dimension=1)
+        return keys % padded_size, keys // padded_size
+    sorted_distances, sorted_ids = jax.lax.sort((distances, ids), dimension=1, num_keys=2)
+    return sorted_ids, sorted_distances
+
+
+def _relevant_items(query_labels, labels, ids):
+    """Return bool [Q, K]: whether database item ids[q, k] is relevant to query q."""
+    if labels.ndim == 1:
+        return labels[ids] == query_labels[:, None]
+    item_labels = labels[:, ids]  # [L, Q, K]
+    shared = jnp.zeros(ids.shape, jnp.uint32)
+    for word in range(labels.shape[0]):
+        shared = shared | (item_labels[word] & query_labels[:, word, None])
+    return shared != 0
+
+
+def _or_bits(bit_values, flags):
+    """Return uint32 [...]: bit i set where flags[..., i] (last axis of length 32)."""
+    return jnp.sum(jnp.where(flags, bit_values, jnp.uint32(0)), axis=-1, dtype=jnp.uint32)
+
+
+def _select_bit(words, rank):
+    """Return int32 positions of the (rank + 1)-th set bit of uint32 `words`.
+
+    A binary search over halves with population counts. The result is meaningless
+    where `words` has rank or fewer set bits.
+    """
+    words = words.astype(jnp.uint32)
+    rank = rank.astype(jnp.int32)
+    position = jnp.zeros(words.shape, jnp.int32)
+    for width in (16, 8, 4, 2, 1):
+        low_count = jax.lax.population_count(words & jnp.uint32((1 << width) - 1))
+        low_count = low_count.astype(jnp.int32)
+        upper = rank >= low_count
+        rank = jnp.where(upper, rank - low_count, rank)
+        words = jnp.where(upper, words >> width, words)
+        position = position + jnp.where(upper, width, 0)
+    return position
+
+
+def _exclusive_at(inclusive, index):
+    """Return inclusive[q, index[q, s] - 1], or 0 where index is 0."""
+    previous = jnp.take_along_axis(inclusive, jnp.maximum(index - 1, 0), axis=1)
+    return jnp.where(index > 0, previous, 0)
+
+
+def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Pad `array` with zero rows to `rows` rows, so every block has the same shape."""
+    missing = rows - array.shape[0]
+    if missing == 0:
+        return array
+    padding = [(0, missing)] + [(0, 0)] * (array.ndim - 1)
+    return np.pad(array, padding)
