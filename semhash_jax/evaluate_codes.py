@@ -8,6 +8,8 @@ the accepted forms). Prints the metrics and, with --out, writes them with the cu
 as JSON; with --plots, writes the curves as PNG files.
 """
 
+import pathlib
+
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
@@ -47,8 +49,11 @@ def main(argv):
     from semhash_jax import atomic_files
     from semhash_jax.retrieval import code_files, metrics
 
-    query = code_files.read_code_file(FLAGS.query)
-    database = code_files.read_code_file(FLAGS.database)
+    try:
+        query = code_files.read_code_file(FLAGS.query)
+        database = code_files.read_code_file(FLAGS.database)
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
     if query.bits != database.bits:
         raise app.UsageError(
             f"{FLAGS.query} has {query.bits}-bit codes but {FLAGS.database} has "
@@ -75,6 +80,7 @@ def main(argv):
     print(format_metrics(results))
 
     if FLAGS.out:
+        pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_files.write_json(FLAGS.out, results)
         print(f"Metrics written to {FLAGS.out}")
     if FLAGS.plots:

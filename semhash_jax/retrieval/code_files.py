@@ -58,6 +58,10 @@ def read_code_file(path) -> CodeSet:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"code file {path} not found. Pass the path of an .npz file.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a readable .npz file (not a zip archive). Save it with numpy.savez."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

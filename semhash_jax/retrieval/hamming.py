@@ -134,6 +134,23 @@ def distances(query_words: jax.Array, database_words: jax.Array) -> jax.Array:
     return total.astype(jnp.int32)
 
 
+def distances_to_chunks(query_words: jax.Array, chunks: jax.Array, chunk_ids: jax.Array):
+    """Return int32 [Q, T, CHUNK]: distances from each query to the items of its chunks.
+
+    chunks: uint32 [P / CHUNK, W, CHUNK] (`DeviceDatabase.chunks`); chunk_ids: int32
+    [Q, T]. Each chunk is read as one contiguous row.
+    """
+    num_words = chunks.shape[1]
+    rows = chunks.reshape(chunks.shape[0], num_words * CHUNK)
+    gathered = rows[chunk_ids].reshape(chunk_ids.shape + (num_words, CHUNK))
+    total = jax.lax.population_count(query_words[:, None, 0, None] ^ gathered[:, :, 0])
+    for word in range(1, num_words):
+        total = total + jax.lax.population_count(
+            query_words[:, None, word, None] ^ gathered[:, :, word]
+        )
+    return total.astype(jnp.int32)
+
+
 def relevance(query_labels: jax.Array, database_labels: jax.Array) -> jax.Array:
     """Return bool [Q, *S]: whether each database item is relevant to each query.
 

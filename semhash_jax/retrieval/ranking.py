@@ -37,7 +37,7 @@ SAMPLE_CHUNKS = 256
 FINE_SAMPLE_FACTOR = 8
 # Element budget of the largest per-block temporaries ([block, K, CHUNK] or [block, N]).
 BLOCK_ELEMENTS = 1 << 22
-MAX_BLOCK = 32
+MAX_BLOCK = 64
 
 _BRACKET_FIELDS = (
     Field("le", 0),
@@ -168,13 +168,16 @@ def _rank_block_counting(
         num_items=num_items,
         bits=bits,
     )
-    boundary = _chunk_prefix_sums(bracket, chunk_words, top_k=top_k)
+    boundary = _locate_boundary(
+        query_words, chunks, bracket, chunk_words, top_k=top_k, num_items=num_items
+    )
     return _select_top_k(
         query_words,
         query_labels,
-        words,
         chunks,
         labels,
+        bracket,
+        chunk_words,
         boundary,
         top_k=top_k,
         num_items=num_items,
@@ -182,85 +185,116 @@ def _rank_block_counting(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("top_k",))
-def _chunk_prefix_sums(bracket, chunk_words, *, top_k):
-    """Return the cutoff, tie counts and per-chunk prefix sums of the top-K items."""
+def _cutoff_counts(bracket, chunk_words, top_k):
+    """Return (cutoff [Q], items closer than it, items at it, relevant items at it) per chunk."""
     counts = hamming.unpack_fields(chunk_words, len(_BRACKET_FIELDS))
-    at_most_1 = scans.sum_last_axis(counts[1])
-    upper = at_most_1 < top_k
+    upper = scans.sum_last_axis(counts[1]) < top_k
     cutoff = jnp.where(upper, bracket + 2, bracket + 1)
-    closer_per_chunk = jnp.where(upper[:, None], counts[1], counts[0])
-    at_most_per_chunk = jnp.where(upper[:, None], counts[2], counts[1])
-    relevant_per_chunk = jnp.where(upper[:, None], counts[4], counts[3])
-    tie_relevant = scans.sum_last_axis(relevant_per_chunk)
-    tie_per_chunk = at_most_per_chunk - closer_per_chunk
+    closer = jnp.where(upper[:, None], counts[1], counts[0])
+    ties = jnp.where(upper[:, None], counts[2], counts[1]) - closer
+    relevant_ties = jnp.where(upper[:, None], counts[4], counts[3])
+    return cutoff, closer, ties, relevant_ties
 
-    # Items of each chunk that belong to the top K, and prefix sums over chunks.
-    closer_incl = scans.prefix_sum_last_axis(closer_per_chunk, CHUNK)
-    tie_incl = scans.prefix_sum_last_axis(tie_per_chunk, CHUNK)
-    closer = closer_incl[:, -1]
-    tie_size = tie_incl[:, -1]
-    tie_taken = top_k - closer
-    selected_incl = closer_incl + jnp.minimum(tie_incl, tie_taken[:, None])
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items"))
+def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_items):
+    """Find the cutoff, the tie counts and the index of the last tie item in the top K.
+
+    The top K holds every item closer than the cutoff and the first K - L items at the
+    cutoff, L being the closer items. The last of those ties is found by narrowing from
+    blocks of scans.BLOCK chunks to one chunk to one item.
+    """
+    cutoff, closer, ties, relevant_ties = _cutoff_counts(bracket, chunk_words, top_k)
+    num_queries, num_chunks = ties.shape
+    closer_total = scans.sum_last_axis(closer)
+    ties_wanted = top_k - closer_total
+
+    # The block, then the chunk, holding the ties_wanted-th tie.
+    block_ties = jnp.sum(ties.reshape(num_queries, -1, scans.BLOCK), axis=2)
+    block_ties_incl = scans.prefix_sum_last_axis(block_ties, scans.BLOCK * CHUNK)
+    block = jnp.sum(block_ties_incl < ties_wanted[:, None], axis=1, dtype=jnp.int32)
+    ties_before_block = _exclusive_at(block_ties_incl, block[:, None])[:, 0]
+    chunk_in_block = block[:, None] * scans.BLOCK + jnp.arange(scans.BLOCK, dtype=jnp.int32)
+    within_incl = jnp.cumsum(jnp.take_along_axis(ties, chunk_in_block, axis=1), axis=1)
+    offset = jnp.sum(ties_before_block[:, None] + within_incl < ties_wanted[:, None], axis=1)
+    chunk = block * scans.BLOCK + offset.astype(jnp.int32)
+    ties_before_chunk = ties_before_block + _exclusive_at(within_incl, offset[:, None])[:, 0]
+
+    # The item: the (ties_wanted - ties_before_chunk)-th tie of that chunk.
+    distance = hamming.distances_to_chunks(query_words, chunks, chunk[:, None])[:, 0]
+    item = chunk[:, None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
+    tie_bits = _or_bits((distance == cutoff[:, None]) & (item < num_items))
+    last_tie = chunk * CHUNK + _select_bit(tie_bits, ties_wanted - ties_before_chunk - 1)
     return {
         "cutoff": cutoff,
-        "closer": closer,
-        "tie_size": tie_size,
-        "tie_relevant": tie_relevant,
-        "selected_incl": selected_incl,
-        "tie_incl": tie_incl,
+        "closer": closer_total,
+        "tie_size": scans.sum_last_axis(ties),
+        "tie_relevant": scans.sum_last_axis(relevant_ties),
+        "last_tie": last_tie,
     }
 
 
 @functools.partial(jax.jit, static_argnames=("top_k", "num_items", "bits"))
 def _select_top_k(
-    query_words, query_labels, words, chunks, labels, boundary, *, top_k, num_items, bits
+    query_words,
+    query_labels,
+    chunks,
+    labels,
+    bracket,
+    chunk_words,
+    boundary,
+    *,
+    top_k,
+    num_items,
+    bits,
 ):
-    """Find the top K items of each query from the chunk prefix sums of `boundary`.
+    """Collect the top K items: closer than the cutoff, or at it with index <= last_tie.
 
-    A separate jitted function from `_chunk_prefix_sums`, so that the prefix sums are
-    materialised: XLA otherwise fused them into every gather below and recomputed them.
+    Chunks holding a selected item are listed in index order through per-block bit
+    masks (at most K of them); their items are read again and the selected ones are
+    enumerated through per-chunk bit masks.
     """
-    cutoff = boundary["cutoff"]
-    selected_incl = boundary["selected_incl"]
-    tie_incl = boundary["tie_incl"]
-    tie_taken = top_k - boundary["closer"]
+    cutoff, closer, ties, _ = _cutoff_counts(bracket, chunk_words, top_k)
+    last_tie = boundary["last_tie"]
+    num_queries, num_chunks = closer.shape
+    chunk_index = jnp.arange(num_chunks, dtype=jnp.int32)[None, :]
+    has_selected = (closer > 0) | ((ties > 0) & (chunk_index <= (last_tie // CHUNK)[:, None]))
 
-    # Each output slot s lives in the first chunk whose inclusive count exceeds s.
+    # List the chunks that hold a selected item: block bit masks, then their set bits.
+    block_masks = _or_bits(has_selected.reshape(num_queries, -1, scans.BLOCK))
+    block_counts = jax.lax.population_count(block_masks).astype(jnp.int32)
+    block_incl = scans.prefix_sum_last_axis(block_counts, scans.BLOCK)
+    listed = jnp.arange(top_k, dtype=jnp.int32)
+    listed_block = _search(block_incl, listed)
+    rank_in_block = listed[None, :] - _exclusive_at(block_incl, listed_block)
+    listed_mask = jnp.take_along_axis(block_masks, listed_block, axis=1)
+    listed_chunk = listed_block * scans.BLOCK + _select_bit(listed_mask, rank_in_block)
+    listed_valid = listed[None, :] < block_incl[:, -1:]
+    listed_chunk = jnp.where(listed_valid, listed_chunk, 0)
+
+    # Selected items of each listed chunk, as bit masks.
+    distance = hamming.distances_to_chunks(query_words, chunks, listed_chunk)
+    item = listed_chunk[..., None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
+    selected = (distance < cutoff[:, None, None]) | (
+        (distance == cutoff[:, None, None]) & (item <= last_tie[:, None, None])
+    )
+    selected = selected & (item < num_items) & listed_valid[..., None]
+    selected_bits = _or_bits(selected)
+    selected_incl = scans.prefix_sum_last_axis(
+        jax.lax.population_count(selected_bits).astype(jnp.int32), CHUNK
+    )
+
+    # Output slot s: the listed chunk whose inclusive count first exceeds s.
     slots = jnp.arange(top_k, dtype=jnp.int32)
-    slot_chunk = jax.vmap(
-        lambda row: jnp.searchsorted(row, slots, side="right", method="scan_unrolled")
-    )(selected_incl).astype(jnp.int32)
-    selected_before = _exclusive_at(selected_incl, slot_chunk)
-    tie_before = _exclusive_at(tie_incl, slot_chunk)
-    rank_in_chunk = slots[None, :] - selected_before
+    slot_listed = _search(selected_incl, slots)
+    rank_in_chunk = slots[None, :] - _exclusive_at(selected_incl, slot_listed)
+    slot_bits = jnp.take_along_axis(selected_bits, slot_listed, axis=1)
+    position = _select_bit(slot_bits, rank_in_chunk)
+    ids = jnp.take_along_axis(listed_chunk, slot_listed, axis=1) * CHUNK + position
+    flat_distance = distance.reshape(num_queries, -1)
+    top_distances = jnp.take_along_axis(flat_distance, slot_listed * CHUNK + position, axis=1)
 
-    # Read the slot's chunk again as two bit masks over its CHUNK (= 32) items: the
-    # items closer than the cutoff, and the items at the cutoff. The slot's item is the
-    # (rank_in_chunk + 1)-th set bit of the closer items plus the tie items that are
-    # still among the first tie_taken ties of the database.
-    item = slot_chunk[..., None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
-    chunk_words = chunks[slot_chunk]  # [Q, K, W, CHUNK]
-    distance = jax.lax.population_count(query_words[:, None, 0, None] ^ chunk_words[:, :, 0])
-    for word in range(1, query_words.shape[1]):
-        distance = distance + jax.lax.population_count(
-            query_words[:, None, word, None] ^ chunk_words[:, :, word]
-        )
-    distance = distance.astype(jnp.int32)
-    valid = item < num_items
-    bit_values = jnp.left_shift(jnp.uint32(1), jnp.arange(CHUNK, dtype=jnp.uint32))
-    closer_bits = _or_bits(bit_values, (distance < cutoff[:, None, None]) & valid)
-    tie_bits = _or_bits(bit_values, (distance == cutoff[:, None, None]) & valid)
-    ties_allowed = jnp.maximum(tie_taken[:, None] - tie_before, 0)
-    last_tie = _select_bit(tie_bits, jnp.maximum(ties_allowed - 1, 0))
-    # (2 << 31) wraps to 0 in uint32, so the mask below is all ones for last_tie = 31.
-    tie_mask = (jnp.uint32(2) << last_tie.astype(jnp.uint32)) - jnp.uint32(1)
-    allowed_tie_bits = jnp.where(ties_allowed > 0, tie_bits & tie_mask, jnp.uint32(0))
-    position = _select_bit(closer_bits | allowed_tie_bits, rank_in_chunk)
-
-    ids = slot_chunk * CHUNK + position
-    top_distances = jnp.take_along_axis(distance, position[..., None], axis=2)[..., 0]
-    ids, top_distances = _sort_by_distance_then_id(ids, top_distances, words.shape[1], bits)
+    ids, top_distances = _sort_by_distance_then_id(ids, top_distances, num_chunks * CHUNK, bits)
     return {
         "ids": ids,
         "distances": top_distances,
@@ -426,9 +460,17 @@ def _relevant_items(query_labels, labels, ids):
     return shared != 0
 
 
-def _or_bits(bit_values, flags):
+def _or_bits(flags):
     """Return uint32 [...]: bit i set where flags[..., i] (last axis of length 32)."""
+    bit_values = jnp.left_shift(jnp.uint32(1), jnp.arange(32, dtype=jnp.uint32))
     return jnp.sum(jnp.where(flags, bit_values, jnp.uint32(0)), axis=-1, dtype=jnp.uint32)
+
+
+def _search(inclusive, targets):
+    """Return int32 [Q, T]: for each target, the first index whose inclusive count exceeds it."""
+    return jax.vmap(
+        lambda row: jnp.searchsorted(row, targets, side="right", method="scan_unrolled")
+    )(inclusive).astype(jnp.int32)
 
 
 def _select_bit(words, rank):

@@ -12,6 +12,7 @@ is used only while its partial sums stay below that.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 BLOCK = 32
@@ -39,6 +40,39 @@ def prefix_sum_last_axis(values, max_value: int):
         before = prefix_sum_last_axis(block_totals, max_value * BLOCK) - block_totals
         within = within + before[..., None]
     return within.reshape(values.shape[:-1] + (-1,))[..., :length]
+
+
+def prefix_sum_pair(first, second):
+    """Return inclusive prefix sums along the last axis of two int32 arrays of values in [0, BLOCK].
+
+    Both arrays share one float32 matmul: `second` is scaled past the largest sum of
+    `first` within a block, and all block sums stay below 2**24.
+    """
+    scale = 2 * BLOCK * BLOCK
+    length = first.shape[-1]
+    blocked = _blocks(first + second * scale)
+    triangle = jnp.triu(jnp.ones((BLOCK, BLOCK), jnp.float32))
+    within = jnp.matmul(blocked.astype(jnp.float32), triangle).astype(jnp.int32)
+    # The sums are non-negative, so a mask and a shift split them.
+    within_first = within & (scale - 1)
+    within_second = within >> (scale.bit_length() - 1)
+    if blocked.shape[-2] > 1:
+        befores = []
+        for part in (within_first, within_second):
+            block_totals = part[..., -1]
+            befores.append(prefix_sum_last_axis(block_totals, BLOCK * BLOCK) - block_totals)
+        # Materialise the small per-block carries: fused into the adds below, XLA's CPU
+        # backend recomputed them for every element, several times slower.
+        befores, within_first, within_second = jax.lax.optimization_barrier(
+            (befores, within_first, within_second)
+        )
+        within_first = within_first + befores[0][..., None]
+        within_second = within_second + befores[1][..., None]
+    shape = first.shape[:-1] + (-1,)
+    return (
+        within_first.reshape(shape)[..., :length],
+        within_second.reshape(shape)[..., :length],
+    )
 
 
 def _blocks(values):
