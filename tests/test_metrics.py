@@ -328,3 +328,31 @@ def test_rejects_bad_settings():
             HAND_DATABASE_CLASSES,
             bits=40,
         )
+
+
+def test_large_class_ids_match_small_ones():
+    rng = np.random.default_rng(14)
+    query_bits = rng.random((6, 16)) < 0.5
+    database_bits = rng.random((90, 16)) < 0.5
+    query_classes = rng.integers(0, 4, 6)
+    database_classes = rng.integers(0, 4, 90)
+    offset = 1_000_000_000  # Fits int32, too large to count with np.bincount.
+
+    small = retrieval_metrics(
+        pack_codes(query_bits),
+        query_classes,
+        pack_codes(database_bits),
+        database_classes,
+        bits=16,
+        top_k=20,
+    )
+    large = retrieval_metrics(
+        pack_codes(query_bits),
+        query_classes + offset,
+        pack_codes(database_bits),
+        database_classes + offset,
+        bits=16,
+        top_k=20,
+    )
+
+    assert large == small

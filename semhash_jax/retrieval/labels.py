@@ -18,8 +18,8 @@ from semhash_jax.retrieval.codes import pack_codes
 def prepare_labels(query_labels, database_labels, num_queries: int, num_database: int):
     """Validate labels and return (query, database, multi_label) as new arrays.
 
-    Class ids become int32 indices into their sorted union, so ids of any integer
-    dtype compare correctly without 64-bit jax. Multi-hot rows become uint32 label
+    Class ids become int32: unchanged when they are in [0, 2**31), else indices into
+    their sorted union, so ids of any integer dtype compare correctly without 64-bit jax. Multi-hot rows become uint32 label
     bits [N, ceil(C / 32)] with the layout of `pack_codes`.
     """
     query_labels = np.asarray(query_labels)
@@ -70,9 +70,13 @@ def relevant_counts(query_labels: np.ndarray, database_labels: np.ndarray) -> np
     """
     if query_labels.ndim != 1:
         return None
-    num_classes = int(max(query_labels.max(initial=0), database_labels.max(initial=0))) + 1
-    per_class = np.bincount(database_labels, minlength=num_classes)
-    return per_class[query_labels].astype(np.int64)
+    largest = int(max(query_labels.max(initial=0), database_labels.max(initial=0)))
+    if largest < 2**20:
+        per_class = np.bincount(database_labels, minlength=largest + 1)
+        return per_class[query_labels].astype(np.int64)
+    classes, counts = np.unique(database_labels, return_counts=True)
+    position = np.clip(np.searchsorted(classes, query_labels), 0, len(classes) - 1)
+    return np.where(classes[position] == query_labels, counts[position], 0).astype(np.int64)
 
 
 def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray):
@@ -89,8 +93,12 @@ def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray)
             f"({database_labels.dtype}) have no common integer dtype. Cast both to one."
         )
     all_labels = np.concatenate([query_labels, database_labels]).astype(common_dtype)
-    _, indices = np.unique(all_labels, return_inverse=True)
-    indices = indices.astype(np.int32)
+    if all_labels.size and 0 <= all_labels.min() and all_labels.max() < 2**31:
+        # Ids already fit int32 unchanged, and np.unique would sort every label.
+        indices = all_labels.astype(np.int32)
+    else:
+        _, indices = np.unique(all_labels, return_inverse=True)
+        indices = indices.astype(np.int32)
     return indices[: len(query_labels)], indices[len(query_labels) :]
 
 

@@ -33,7 +33,7 @@ from semhash_jax.retrieval import hamming, scans
 from semhash_jax.retrieval.hamming import CHUNK, DeviceDatabase, Field
 
 # The sample used to estimate cutoffs: at most this many chunks, evenly spaced.
-SAMPLE_CHUNKS = 256
+SAMPLE_CHUNKS = 128
 FINE_SAMPLE_FACTOR = 8
 # Element budget of the largest per-block temporaries ([block, K, CHUNK] or [block, N]).
 BLOCK_ELEMENTS = 1 << 22
