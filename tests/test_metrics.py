@@ -31,7 +31,7 @@ def codes_from_strings(*rows):
 #   d     10    1      1
 # Ranking with ties by index: a, b, c, d, relevance [0, 0, 1, 1].
 #   AP@all = (1/3 + 2/4) / 2 = 5/12; AP@3 = (1/3) / 1 = 1/3; AP@2 = 0.
-# Tie-aware: the group {b, c, d} holds 2 relevant items in random order. Each of the 3
+# Tie-aware: the group {b, c, d} contains 2 relevant items in random order. Each of the 3
 # positions of its non-relevant item is equally likely:
 #   [0,1,1,0] AP@all 7/12, AP@3 7/12, AP@2 1/2
 #   [0,1,0,1] AP@all 1/2,  AP@3 1/2,  AP@2 1/2

@@ -97,7 +97,7 @@ def put_database(packed: np.ndarray, labels: np.ndarray, bits: int, mesh=None) -
 
     `labels` are int32 class indices [N] or uint32 multi-hot label bits [N, L] (see
     `labels.prepare_labels`). With a `mesh` that has an axis "data", the database is
-    split along N across that axis; results are identical to one device because every
+    split along N across that axis. Results are identical to one device, because every
     count is an integer.
     """
     num_items = packed.shape[0]

@@ -1,8 +1,9 @@
 """Retrieval metrics of Hamming ranking over packed binary codes.
 
 Definitions (K is the number of ranked items, "all" when it is the whole database):
-- Ranking: each query ranks the database by Hamming distance; ties in distance are
-  broken by database index, lower index first, the order FAISS binary indexes return.
+- Ranking: each query ranks the database by Hamming distance. Ties in distance are
+  broken by database index, lower index first, which is the order FAISS binary
+  indexes return.
 - AP@K = sum over ranks k <= K of P@k * rel_k, divided by the number of relevant items
   within the top K; 0 when the top K contains none. mAP@K is its mean.
 - tie_aware_AP@K: the expected AP@K when the items of every group of equal distance are
@@ -151,7 +152,7 @@ def mean_average_precision(
 
 
 def average_precision(result: ranking.Ranking) -> np.ndarray:
-    """Return AP@K [Q] of the ranked lists, 0 where the top K holds no relevant item."""
+    """Return AP@K [Q] of the ranked lists, 0 where the top K contains no relevant item."""
     num_queries, top_k = result.relevant.shape
     ranks = np.arange(1, top_k + 1, dtype=np.float64)
     output = np.zeros(num_queries)
@@ -189,9 +190,9 @@ def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarra
     inside_sum = inside.sum(axis=1)
     relevant_closer = group_relevant.sum(axis=1)
 
-    taken = (top_k - result.closer).astype(np.float64)
-    harmonic_taken = _harmonic(result.closer + taken) - _harmonic(result.closer)
-    spread_sum = taken - (result.closer + 1) * harmonic_taken
+    ties_in_top_k = (top_k - result.closer).astype(np.float64)
+    harmonic_taken = _harmonic(result.closer + ties_in_top_k) - _harmonic(result.closer)
+    spread_sum = ties_in_top_k - (result.closer + 1) * harmonic_taken
     output = np.zeros(num_queries)
     low = np.maximum(0, result.tie_relevant + (top_k - result.closer) - result.tie_size)
     high = np.minimum(top_k - result.closer, result.tie_relevant)
@@ -199,14 +200,14 @@ def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarra
         drawn = low[rows, None] + np.arange(int(np.max(high[rows] - low[rows])) + 1)[None, :]
         possible = drawn <= high[rows, None]
         probability = _hypergeometric_pmf(
-            drawn, result.tie_size[rows], result.tie_relevant[rows], taken[rows], low[rows]
+            drawn, result.tie_size[rows], result.tie_relevant[rows], ties_in_top_k[rows], low[rows]
         )
         probability = np.where(possible, probability, 0.0)
-        pairs = np.where(taken[rows, None] > 1, drawn * (drawn - 1.0), 0.0)
-        pair_norm = np.maximum(taken[rows, None] * (taken[rows, None] - 1.0), 1.0)
+        pairs = np.where(ties_in_top_k[rows, None] > 1, drawn * (drawn - 1.0), 0.0)
+        pair_norm = np.maximum(ties_in_top_k[rows, None] * (ties_in_top_k[rows, None] - 1.0), 1.0)
         boundary = (
             drawn
-            / taken[rows, None]
+            / ties_in_top_k[rows, None]
             * (relevant_closer[rows, None] + 1)
             * harmonic_taken[rows, None]
             + pairs / pair_norm * spread_sum[rows, None]

@@ -200,31 +200,31 @@ def _cutoff_counts(bracket, chunk_words, top_k):
 def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_items):
     """Find the cutoff, the tie counts and the index of the last tie item in the top K.
 
-    The top K holds every item closer than the cutoff and the first K - L items at the
-    cutoff, L being the closer items. The last of those ties is found by narrowing from
-    blocks of scans.BLOCK chunks to one chunk to one item.
+    The top K contains every item closer than the cutoff and the first K - L items at
+    the cutoff, where L is the number of closer items. The last of those ties is found
+    by narrowing from blocks of scans.BLOCK chunks to one chunk, then to one item.
     """
     cutoff, closer, ties, relevant_ties = _cutoff_counts(bracket, chunk_words, top_k)
     num_queries, num_chunks = ties.shape
     closer_total = scans.sum_last_axis(closer)
-    ties_wanted = top_k - closer_total
+    ties_in_top_k = top_k - closer_total
 
-    # The block, then the chunk, holding the ties_wanted-th tie.
+    # The block, then the chunk, holding the ties_in_top_k-th tie.
     block_ties = jnp.sum(ties.reshape(num_queries, -1, scans.BLOCK), axis=2)
     block_ties_incl = scans.prefix_sum_last_axis(block_ties, scans.BLOCK * CHUNK)
-    block = jnp.sum(block_ties_incl < ties_wanted[:, None], axis=1, dtype=jnp.int32)
+    block = jnp.sum(block_ties_incl < ties_in_top_k[:, None], axis=1, dtype=jnp.int32)
     ties_before_block = _exclusive_at(block_ties_incl, block[:, None])[:, 0]
     chunk_in_block = block[:, None] * scans.BLOCK + jnp.arange(scans.BLOCK, dtype=jnp.int32)
     within_incl = jnp.cumsum(jnp.take_along_axis(ties, chunk_in_block, axis=1), axis=1)
-    offset = jnp.sum(ties_before_block[:, None] + within_incl < ties_wanted[:, None], axis=1)
+    offset = jnp.sum(ties_before_block[:, None] + within_incl < ties_in_top_k[:, None], axis=1)
     chunk = block * scans.BLOCK + offset.astype(jnp.int32)
     ties_before_chunk = ties_before_block + _exclusive_at(within_incl, offset[:, None])[:, 0]
 
-    # The item: the (ties_wanted - ties_before_chunk)-th tie of that chunk.
+    # The item: the (ties_in_top_k - ties_before_chunk)-th tie of that chunk.
     distance = hamming.distances_to_chunks(query_words, chunks, chunk[:, None])[:, 0]
     item = chunk[:, None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
     tie_bits = _or_bits((distance == cutoff[:, None]) & (item < num_items))
-    last_tie = chunk * CHUNK + _select_bit(tie_bits, ties_wanted - ties_before_chunk - 1)
+    last_tie = chunk * CHUNK + _select_bit(tie_bits, ties_in_top_k - ties_before_chunk - 1)
     return {
         "cutoff": cutoff,
         "closer": closer_total,
@@ -250,9 +250,9 @@ def _select_top_k(
 ):
     """Collect the top K items: closer than the cutoff, or at it with index <= last_tie.
 
-    Chunks holding a selected item are listed in index order through per-block bit
-    masks (at most K of them); their items are read again and the selected ones are
-    enumerated through per-chunk bit masks.
+    Per-block bit masks list the chunks that contain a selected item, in index order,
+    and there are at most K of them. Their items are read again, and per-chunk bit
+    masks enumerate the selected ones.
     """
     cutoff, closer, ties, _ = _cutoff_counts(bracket, chunk_words, top_k)
     last_tie = boundary["last_tie"]
@@ -260,7 +260,7 @@ def _select_top_k(
     chunk_index = jnp.arange(num_chunks, dtype=jnp.int32)[None, :]
     has_selected = (closer > 0) | ((ties > 0) & (chunk_index <= (last_tie // CHUNK)[:, None]))
 
-    # List the chunks that hold a selected item: block bit masks, then their set bits.
+    # List the chunks that contain a selected item: block bit masks, then their set bits.
     block_masks = _or_bits(has_selected.reshape(num_queries, -1, scans.BLOCK))
     block_counts = jax.lax.population_count(block_masks).astype(jnp.int32)
     block_incl = scans.prefix_sum_last_axis(block_counts, scans.BLOCK)

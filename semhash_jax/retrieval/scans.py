@@ -12,7 +12,6 @@ is used only while its partial sums stay below that.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 BLOCK = 32
@@ -57,17 +56,12 @@ def prefix_sum_pair(first, second):
     within_first = within & (scale - 1)
     within_second = within >> (scale.bit_length() - 1)
     if blocked.shape[-2] > 1:
-        befores = []
+        outputs = []
         for part in (within_first, within_second):
             block_totals = part[..., -1]
-            befores.append(prefix_sum_last_axis(block_totals, BLOCK * BLOCK) - block_totals)
-        # Materialise the small per-block carries: fused into the adds below, XLA's CPU
-        # backend recomputed them for every element, several times slower.
-        befores, within_first, within_second = jax.lax.optimization_barrier(
-            (befores, within_first, within_second)
-        )
-        within_first = within_first + befores[0][..., None]
-        within_second = within_second + befores[1][..., None]
+            before = prefix_sum_last_axis(block_totals, BLOCK * BLOCK) - block_totals
+            outputs.append(part + before[..., None])
+        within_first, within_second = outputs
     shape = first.shape[:-1] + (-1,)
     return (
         within_first.reshape(shape)[..., :length],
