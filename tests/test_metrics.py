@@ -356,3 +356,20 @@ def test_large_class_ids_match_small_ones():
     )
 
     assert large == small
+
+
+def test_all_ties_case():
+    # Three identical database codes, so every distance is 0. The only relevant item is
+    # the last one: by index it is ranked third, AP@all = 1/3. In random order it is
+    # at rank 1, 2 or 3 with probability 1/3 each: (1 + 1/2 + 1/3) / 3 = 11/18.
+    result = retrieval_metrics(
+        pack_codes(codes_from_strings("101")),
+        np.array([1]),
+        pack_codes(codes_from_strings("101", "101", "101")),
+        np.array([0, 0, 1]),
+        bits=3,
+    )
+
+    assert result["metrics"]["mAP@all"] == pytest.approx(1 / 3, abs=1e-12)
+    assert result["metrics"]["tie_aware_mAP@all"] == pytest.approx(11 / 18, abs=1e-12)
+    assert result["metrics"]["precision@H<=2"] == pytest.approx(1 / 3)
