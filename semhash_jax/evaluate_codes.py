@@ -1,7 +1,7 @@
 """Retrieval metrics for binary codes from any toolkit.
 
-  python -m semhash_jax.evaluate_codes --query=Q.npz --database=D.npz \
-      [--top_k=K] [--radius=R] [--out=results.json] [--plots=DIR]
+  python -m semhash_jax.evaluate_codes --query=Q.npz --database=D.npz
+      [--top_k=K] [--radius=R] [--nopr_curve] [--out=results.json] [--plots=DIR]
 
 Each .npz file holds `codes` and `labels` (see semhash_jax.retrieval.code_files for
 the accepted forms). Prints the metrics and, with --out, writes them with the curves
@@ -49,14 +49,15 @@ def main(argv):
     from semhash_jax import atomic_files
     from semhash_jax.retrieval import code_files, metrics
 
+    # Errors in the inputs end the program with one line, without a traceback.
     try:
         query = code_files.read_code_file(FLAGS.query)
         database = code_files.read_code_file(FLAGS.database)
     except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(str(error)) from error
+        raise SystemExit(f"Error: {error}") from error
     if query.bits != database.bits:
-        raise app.UsageError(
-            f"{FLAGS.query} has {query.bits}-bit codes but {FLAGS.database} has "
+        raise SystemExit(
+            f"Error: {FLAGS.query} has {query.bits}-bit codes but {FLAGS.database} has "
             f"{database.bits}-bit codes. Both sets must come from the same model."
         )
     logging.info(
@@ -65,16 +66,23 @@ def main(argv):
         len(database),
         query.bits,
     )
-    results = metrics.retrieval_metrics(
-        query.packed,
-        query.labels,
-        database.packed,
-        database.labels,
-        bits=query.bits,
-        top_k=FLAGS.top_k,
-        radius=FLAGS.radius,
-        pr_curve=FLAGS.pr_curve,
-    )
+    try:
+        results = metrics.retrieval_metrics(
+            query.packed,
+            query.labels,
+            database.packed,
+            database.labels,
+            bits=query.bits,
+            top_k=FLAGS.top_k,
+            radius=FLAGS.radius,
+            pr_curve=FLAGS.pr_curve,
+        )
+    except ValueError as error:
+        # Label errors name query_labels and database_labels: say which files they are.
+        raise SystemExit(
+            f"Error: {error} (query labels from {FLAGS.query}, database labels from "
+            f"{FLAGS.database})"
+        ) from error
     results["query_file"] = FLAGS.query
     results["database_file"] = FLAGS.database
     print(format_metrics(results))

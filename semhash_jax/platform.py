@@ -4,7 +4,6 @@ import logging as python_logging
 import os
 
 from absl import logging
-import tensorflow as tf
 
 # Library modules whose INFO lines (dozens per checkpoint) are hidden from the
 # binaries' logs; their warnings and errors still show.
@@ -20,6 +19,9 @@ class _QuietLibraries(python_logging.Filter):
 
 def hide_accelerators_from_tensorflow():
     """Keep TensorFlow (used by TFDS) off GPUs and TPUs, which JAX owns."""
+    # Imported here, so that binaries without TFDS do not pay its seconds of import.
+    import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
 

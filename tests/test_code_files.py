@@ -1,6 +1,7 @@
 """Tests for code files (.npz) and the evaluate_codes binary."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -176,4 +177,39 @@ def test_evaluate_codes_reports_bad_file(tmp_path):
 
     assert result.returncode != 0
     assert "query.npz: 'codes' must contain only -1/+1 or only 0/1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "USAGE" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--top_k=0", "top_k must be a positive integer"),
+        ("--radius=13", r"radius must be an integer in \[0, 12\]"),
+    ],
+)
+def test_evaluate_codes_reports_bad_flag(tmp_path, flag, message):
+    code_files.write_code_file(tmp_path / "query.npz", SIGNS, np.array([0, 1]))
+    code_files.write_code_file(tmp_path / "database.npz", SIGNS, np.array([0, 1]))
+
+    result = run_evaluate_codes(
+        f"--query={tmp_path / 'query.npz'}", f"--database={tmp_path / 'database.npz'}", flag
+    )
+
+    assert result.returncode != 0
+    assert re.search(message, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_codes_names_files_on_label_mismatch(tmp_path):
+    code_files.write_code_file(tmp_path / "query.npz", SIGNS, np.array([0, 1]))
+    code_files.write_code_file(tmp_path / "database.npz", SIGNS, np.array([[1, 0], [0, 1]]))
+
+    result = run_evaluate_codes(
+        f"--query={tmp_path / 'query.npz'}", f"--database={tmp_path / 'database.npz'}"
+    )
+
+    assert result.returncode != 0
+    assert "same kind" in result.stderr
+    assert "database labels from" in result.stderr
     assert "Traceback" not in result.stderr

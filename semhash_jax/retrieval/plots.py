@@ -36,11 +36,19 @@ def write_curve_plots(results: dict, out_dir) -> list[pathlib.Path]:
         by_radius = curves["pr_by_radius"]
         figure, axis = plt.subplots(figsize=(5, 5))
         axis.plot(by_radius["recall"], by_radius["precision"], marker=".")
+        last = by_radius["radius"][-1]
+        labelled = {0, results["radius"], last // 4, last // 2, last}
         for radius, recall, precision in zip(
             by_radius["radius"], by_radius["recall"], by_radius["precision"], strict=True
         ):
-            if radius <= 4 or radius == by_radius["radius"][-1]:
-                axis.annotate(f"r={radius}", (recall, precision), fontsize=7)
+            if radius in labelled:
+                axis.annotate(
+                    f"r={radius}",
+                    (recall, precision),
+                    xytext=(4, -10),
+                    textcoords="offset points",
+                    fontsize=7,
+                )
         axis.set_xlabel("recall within Hamming radius r")
         axis.set_ylabel("precision within Hamming radius r (empty ball = 0)")
         axis.set_xlim(0, 1.02)
