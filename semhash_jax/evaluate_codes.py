@@ -25,21 +25,6 @@ flags.DEFINE_string("plots", None, "Folder for PNG plots of the curves.")
 flags.mark_flags_as_required(["query", "database"])
 
 
-def format_metrics(results: dict) -> str:
-    """Return the scalar metrics and settings of `results` as a plain-text table."""
-    rows = [
-        ("queries / database", f"{results['num_queries']} / {results['num_database']}"),
-        ("bits", results["bits"]),
-    ]
-    rows += [
-        (name, f"{value:.4f}" if isinstance(value, float) else value)
-        for name, value in results["metrics"].items()
-    ]
-    rows.append(("tie rule", results["tie_rule"]))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -85,7 +70,11 @@ def main(argv):
         ) from error
     results["query_file"] = FLAGS.query
     results["database_file"] = FLAGS.database
-    print(format_metrics(results))
+    header = [
+        ("queries / database", f"{results['num_queries']} / {results['num_database']}"),
+        ("bits", results["bits"]),
+    ]
+    print(metrics.format_table(header, results))
 
     if FLAGS.out:
         pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)

@@ -84,13 +84,7 @@ def format_results(results: dict) -> str:
             f"{protocol['num_query']} / {protocol['num_database']} / {protocol['num_train']}",
         ),
     ]
-    rows += [
-        (name, f"{value:.4f}" if isinstance(value, float) else value)
-        for name, value in results["metrics"].items()
-    ]
-    rows.append(("tie rule", results["tie_rule"]))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return metrics_lib.format_table(rows, results)
 
 
 def evaluate_state(

@@ -151,6 +151,18 @@ def mean_average_precision(
     }
 
 
+def format_table(header_rows: list[tuple[str, object]], results: dict) -> str:
+    """Return header rows, the scalar metrics and the tie rule as a plain-text table."""
+    rows = list(header_rows)
+    rows += [
+        (name, f"{value:.4f}" if isinstance(value, float) else value)
+        for name, value in results["metrics"].items()
+    ]
+    rows.append(("tie rule", results["tie_rule"]))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
 def average_precision(result: ranking.Ranking) -> np.ndarray:
     """Return AP@K [Q] of the ranked lists, 0 where the top K contains no relevant item."""
     num_queries, top_k = result.relevant.shape
