@@ -176,8 +176,6 @@ def _rank_block_counting(
         query_labels,
         chunks,
         labels,
-        bracket,
-        chunk_words,
         boundary,
         top_k=top_k,
         num_items=num_items,
@@ -225,12 +223,17 @@ def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_it
     item = chunk[:, None] * CHUNK + jnp.arange(CHUNK, dtype=jnp.int32)
     tie_bits = _or_bits((distance == cutoff[:, None]) & (item < num_items))
     last_tie = chunk * CHUNK + _select_bit(tie_bits, ties_in_top_k - ties_before_chunk - 1)
+
+    # Bit masks, one word per block, of the chunks that contain a top-K item.
+    chunk_index = jnp.arange(num_chunks, dtype=jnp.int32)[None, :]
+    has_selected = (closer > 0) | ((ties > 0) & (chunk_index <= (last_tie // CHUNK)[:, None]))
     return {
         "cutoff": cutoff,
         "closer": closer_total,
         "tie_size": scans.sum_last_axis(ties),
         "tie_relevant": scans.sum_last_axis(relevant_ties),
         "last_tie": last_tie,
+        "block_masks": _or_bits(has_selected.reshape(num_queries, -1, scans.BLOCK)),
     }
 
 
@@ -240,8 +243,6 @@ def _select_top_k(
     query_labels,
     chunks,
     labels,
-    bracket,
-    chunk_words,
     boundary,
     *,
     top_k,
@@ -254,14 +255,13 @@ def _select_top_k(
     and there are at most K of them. Their items are read again, and per-chunk bit
     masks enumerate the selected ones.
     """
-    cutoff, closer, ties, _ = _cutoff_counts(bracket, chunk_words, top_k)
+    cutoff = boundary["cutoff"]
     last_tie = boundary["last_tie"]
-    num_queries, num_chunks = closer.shape
-    chunk_index = jnp.arange(num_chunks, dtype=jnp.int32)[None, :]
-    has_selected = (closer > 0) | ((ties > 0) & (chunk_index <= (last_tie // CHUNK)[:, None]))
+    block_masks = boundary["block_masks"]
+    num_queries = block_masks.shape[0]
+    num_chunks = block_masks.shape[1] * scans.BLOCK
 
-    # List the chunks that contain a selected item: block bit masks, then their set bits.
-    block_masks = _or_bits(has_selected.reshape(num_queries, -1, scans.BLOCK))
+    # List the chunks that contain a selected item: the set bits of the block masks.
     block_counts = jax.lax.population_count(block_masks).astype(jnp.int32)
     block_incl = scans.prefix_sum_last_axis(block_counts, scans.BLOCK)
     listed = jnp.arange(top_k, dtype=jnp.int32)
