@@ -107,6 +107,11 @@ def put_database(packed: np.ndarray, labels: np.ndarray, bits: int, mesh=None) -
     missing = padded_size - num_items
 
     words = np.pad(packed, ((0, missing), (0, 0))).T.copy()
+    if labels.ndim == 1 and labels.size and labels.max() < 2**8:
+        # Narrow class indices cut the memory read by every counting pass.
+        labels = labels.astype(np.uint8)
+    elif labels.ndim == 1 and labels.size and labels.max() < 2**16:
+        labels = labels.astype(np.uint16)
     chunks = words.reshape(words.shape[0], -1, CHUNK).transpose(1, 0, 2).copy()
     if labels.ndim == 1:
         labels = np.pad(labels, (0, missing))
@@ -158,7 +163,12 @@ def relevance(query_labels: jax.Array, database_labels: jax.Array) -> jax.Array:
     [Q, L] and database [L, *S], relevant when at least one bit is shared.
     """
     if query_labels.ndim == 1:
-        return query_labels.reshape((-1,) + (1,) * database_labels.ndim) == database_labels[None]
+        # Class indices of the query in the database's dtype, which may be narrower;
+        # a query index that does not fit matches no item.
+        fits = query_labels <= jnp.iinfo(database_labels.dtype).max
+        narrow = query_labels.astype(database_labels.dtype)
+        shape = (-1,) + (1,) * database_labels.ndim
+        return (fits.reshape(shape)) & (narrow.reshape(shape) == database_labels[None])
 
     expand = (slice(None),) + (None,) * (database_labels.ndim - 1)
     shared = query_labels[:, 0][expand] & database_labels[0][None]
