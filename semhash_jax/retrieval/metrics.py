@@ -165,16 +165,14 @@ def format_table(header_rows: list[tuple[str, object]], results: dict) -> str:
 
 def average_precision(result: ranking.Ranking) -> np.ndarray:
     """Return AP@K [Q] of the ranked lists, 0 where the top K contains no relevant item."""
-    num_queries, top_k = result.relevant.shape
-    ranks = np.arange(1, top_k + 1, dtype=np.float64)
-    output = np.zeros(num_queries)
-    for rows in _row_blocks(num_queries, top_k):
-        relevant = result.relevant[rows]
-        hits = np.cumsum(relevant, axis=1, dtype=np.int64)
-        precision_sum = np.sum(np.where(relevant, hits / ranks, 0.0), axis=1)
-        found = hits[:, -1]
-        output[rows] = np.where(found > 0, precision_sum / np.maximum(found, 1), 0.0)
-    return output
+    num_queries = result.relevant.shape[0]
+    # Only relevant ranks add to AP, so the work follows them, not all K ranks.
+    rows, columns = np.nonzero(result.relevant)
+    found = np.bincount(rows, minlength=num_queries)
+    first_of_row = np.cumsum(found) - found
+    hit_number = np.arange(len(rows)) - first_of_row[rows] + 1
+    precision_sum = np.bincount(rows, weights=hit_number / (columns + 1.0), minlength=num_queries)
+    return np.where(found > 0, precision_sum / np.maximum(found, 1), 0.0)
 
 
 def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarray:
