@@ -369,11 +369,16 @@ def _resolve_bracket(query_words, query_labels, words, labels, bracket, *, top_k
     The rounds loop on the host: inside a lax.while_loop, XLA's CPU backend compiled the
     counting pass about ten times slower.
     """
-    resolved = jnp.zeros(bracket.shape, jnp.bool_)
-    kept_words = jnp.zeros((bracket.shape[0], words.shape[1] // CHUNK), jnp.uint32)
+    chunk_words = _count_bracket(
+        query_words, query_labels, words, labels, bracket, num_items=num_items
+    )
+    bracket, resolved = _check_bracket(bracket, chunk_words, top_k=top_k)
+    kept_words = chunk_words
     # Each round moves a bracket by 2 toward a bound that always resolves (nothing is
     # at distance < 0, everything is at distance <= bits), so bits // 2 + 2 rounds suffice.
     for _ in range(bits // 2 + 2):
+        if bool(jnp.all(resolved)):
+            return bracket, kept_words
         bracket, resolved, kept_words = _bracket_round(
             query_words,
             query_labels,
@@ -385,16 +390,12 @@ def _resolve_bracket(query_words, query_labels, words, labels, bracket, *, top_k
             top_k=top_k,
             num_items=num_items,
         )
-        if bool(jnp.all(resolved)):
-            return bracket, kept_words
     raise AssertionError("the cutoff search did not converge; this is a bug")
 
 
-@functools.partial(jax.jit, static_argnames=("top_k", "num_items"))
-def _bracket_round(
-    query_words, query_labels, words, labels, bracket, resolved, kept_words, *, top_k, num_items
-):
-    chunk_words = hamming.count_fields(
+@functools.partial(jax.jit, static_argnames=("num_items",))
+def _count_bracket(query_words, query_labels, words, labels, bracket, *, num_items):
+    return hamming.count_fields(
         query_words,
         query_labels,
         words,
@@ -404,13 +405,29 @@ def _bracket_round(
         num_items=num_items,
         per_chunk=True,
     )
+
+
+@functools.partial(jax.jit, static_argnames=("top_k",))
+def _check_bracket(bracket, chunk_words, *, top_k):
+    """Return the next brackets and whether each query's cutoff is a + 1 or a + 2."""
     counts = hamming.unpack_fields(chunk_words, 3)
     too_high = scans.sum_last_axis(counts[0]) >= top_k
     fits = jnp.logical_not(too_high) & (scans.sum_last_axis(counts[2]) >= top_k)
+    return jnp.where(fits, bracket, bracket + jnp.where(too_high, -2, 2)), fits
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "num_items"))
+def _bracket_round(
+    query_words, query_labels, words, labels, bracket, resolved, kept_words, *, top_k, num_items
+):
+    """Run one more counting pass for the queries whose cutoff is outside their bracket."""
+    chunk_words = _count_bracket.__wrapped__(
+        query_words, query_labels, words, labels, bracket, num_items=num_items
+    )
+    moved, fits = _check_bracket.__wrapped__(bracket, chunk_words, top_k=top_k)
     newly = fits & jnp.logical_not(resolved)
     kept_words = jnp.where(newly[:, None], chunk_words, kept_words)
-    step = jnp.where(too_high, -2, 2)
-    bracket = jnp.where(resolved | fits, bracket, bracket + step)
+    bracket = jnp.where(resolved, bracket, moved)
     return bracket, resolved | fits, kept_words
 
 
