@@ -187,18 +187,34 @@ def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarra
     is a sum over j.
     """
     num_queries, top_k = result.distances.shape
-    num_bins = bits + 2
-    closer = result.distances < result.cutoff[:, None]
-    flat = np.arange(num_queries)[:, None] * num_bins + result.distances
-    group_size = np.bincount(flat[closer], minlength=num_queries * num_bins)
-    group_relevant = np.bincount(flat[closer & result.relevant], minlength=num_queries * num_bins)
-    group_size = group_size.reshape(num_queries, num_bins).astype(np.float64)
-    group_relevant = group_relevant.reshape(num_queries, num_bins).astype(np.float64)
-    before = np.cumsum(group_size, axis=1) - group_size
-    relevant_before = np.cumsum(group_relevant, axis=1) - group_relevant
-    inside = _expected_precision_sum(group_size, group_relevant, before, relevant_before)
-    inside_sum = inside.sum(axis=1)
-    relevant_closer = group_relevant.sum(axis=1)
+    # Each row is sorted by distance, so its groups are runs of equal distances. Find
+    # the last column of every run, then each run's size and relevant count from the
+    # run before it; only runs closer than the cutoff are summed here.
+    distances = result.distances
+    run_ends = np.ones(distances.shape, dtype=bool)
+    run_ends[:, :-1] = distances[:, 1:] != distances[:, :-1]
+    rows, last = np.nonzero(run_ends)
+    previous_last = np.empty_like(last)
+    previous_last[0] = -1
+    previous_last[1:] = np.where(rows[1:] == rows[:-1], last[:-1], -1)
+    # A cumsum over uint8 is about ten times faster than over bool in numpy 2.
+    relevant_through = np.cumsum(result.relevant.view(np.uint8), axis=1, dtype=np.int32)
+    relevant_at_last = relevant_through[rows, last]
+    relevant_before = np.where(
+        previous_last >= 0, relevant_through[rows, np.maximum(previous_last, 0)], 0
+    )
+    closer_run = distances[rows, last] < result.cutoff[rows]
+    size = (last - previous_last).astype(np.float64)
+    run_relevant = (relevant_at_last - relevant_before).astype(np.float64)
+    contribution = _expected_precision_sum(
+        size, run_relevant, (previous_last + 1).astype(np.float64), relevant_before
+    )
+    inside_sum = np.bincount(
+        rows, weights=np.where(closer_run, contribution, 0.0), minlength=num_queries
+    )
+    relevant_closer = np.bincount(
+        rows, weights=np.where(closer_run, run_relevant, 0.0), minlength=num_queries
+    )
 
     ties_in_top_k = (top_k - result.closer).astype(np.float64)
     harmonic_taken = _harmonic(result.closer + ties_in_top_k) - _harmonic(result.closer)
@@ -234,7 +250,8 @@ def precision_recall_at_n(result: ranking.Ranking, included: np.ndarray) -> dict
     """Return mean precision@N and recall@N at the points of `curve_points(K)`."""
     top_k = result.relevant.shape[1]
     points = curve_points(top_k)
-    hits = np.cumsum(result.relevant, axis=1, dtype=np.int64)[:, np.asarray(points) - 1]
+    hits = np.cumsum(result.relevant.view(np.uint8), axis=1, dtype=np.int32)
+    hits = hits[:, np.asarray(points) - 1]
     precision = hits / np.asarray(points, dtype=np.float64)
     recall = hits / np.maximum(result.total_relevant, 1)[:, None]
     return {

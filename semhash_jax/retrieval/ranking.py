@@ -485,9 +485,9 @@ def _or_bits(flags):
 
 def _search(inclusive, targets):
     """Return int32 [Q, T]: for each target, the first index whose inclusive count exceeds it."""
-    return jax.vmap(
-        lambda row: jnp.searchsorted(row, targets, side="right", method="scan")
-    )(inclusive).astype(jnp.int32)
+    return jax.vmap(lambda row: jnp.searchsorted(row, targets, side="right", method="scan"))(
+        inclusive
+    ).astype(jnp.int32)
 
 
 def _select_bit(words, rank):
