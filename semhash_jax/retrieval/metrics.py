@@ -189,7 +189,7 @@ def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarra
     num_queries, top_k = result.distances.shape
     # Each row is sorted by distance, so its groups are runs of equal distances. Find
     # the last column of every run, then each run's size and relevant count from the
-    # run before it; only runs closer than the cutoff are summed here.
+    # run before it. Only runs closer than the cutoff are summed here.
     distances = result.distances
     run_ends = np.ones(distances.shape, dtype=bool)
     run_ends[:, :-1] = distances[:, 1:] != distances[:, :-1]

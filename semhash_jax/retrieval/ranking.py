@@ -10,8 +10,9 @@ sort of the database. For each block of queries, on device:
    moves its bracket and the pass runs again. The final counts give c exactly, the
    number L of items closer than c and the size G of the tie group at c.
 3. The top K is every item closer than c plus the K - L items at distance c with the
-   lowest indices. Prefix sums of the per-chunk counts give each of the K output slots
-   its chunk, and only those chunks are read again to find the items.
+   lowest indices. Prefix sums over blocks of chunks locate the last of those ties.
+   Per-block bit masks then list the chunks that contain a top-K item (at most K),
+   and only those chunks are read again to find the items.
 4. The K items are sorted by (distance, index).
 Peak memory per block is O(block x (K x CHUNK + N / CHUNK)), never O(block x N).
 
