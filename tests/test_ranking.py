@@ -73,6 +73,7 @@ CASES = [
     (8, 9000, 13, 700, 4, 3),
     (100, 777, 5, 1, 2, 0),
     (1, 50, 4, 7, 2, 0),
+    (300, 3000, 4, 200, 3, 0),  # Long codes: the cutoff estimate scans every 5th threshold.
 ]
 
 

@@ -311,17 +311,26 @@ def _select_top_k(
 def _estimate_bracket(query_words, query_labels, words, labels, *, top_k, num_items, bits):
     """Return int32 [Q], a bracket a such that the cutoff is likely a + 1 or a + 2.
 
-    A small sample counts every threshold 0..bits; a sample FINE_SAMPLE_FACTOR times
-    larger then counts only the five thresholds around the first estimate.
+    A small sample counts the thresholds 0..bits (every one for codes of up to 64 bits,
+    evenly spaced ones beyond); a sample FINE_SAMPLE_FACTOR times larger then counts only
+    the five thresholds around the first estimate.
     """
     num_queries = query_words.shape[0]
     small, small_items = _sample(words, num_items, SAMPLE_CHUNKS)
-    thresholds = tuple(Field("le", t) for t in range(bits + 1))
+    # For long codes, a stride keeps the scan at 65 thresholds. The estimate at t is
+    # then the count at the next scanned threshold, and the rounds of _resolve_bracket
+    # make up for the coarser guess.
+    stride = -(-(bits + 1) // 65)
+    scanned = list(range(0, bits + 1, stride))
+    if scanned[-1] != bits:
+        scanned.append(bits)
     small_database = DeviceDatabase(small, None, labels, small_items, bits)
     zero = jnp.zeros(num_queries, jnp.int32)
-    estimate = hamming.count_many_fields(
-        query_words, query_labels, small_database, zero, thresholds
+    counts = hamming.count_many_fields(
+        query_words, query_labels, small_database, zero, tuple(Field("le", t) for t in scanned)
     ).astype(jnp.float32) * (num_items / small_items)
+    next_scanned = np.searchsorted(np.asarray(scanned), np.arange(bits + 1))
+    estimate = counts[:, next_scanned]
     first_guess = jnp.argmax(estimate >= top_k, axis=1).astype(jnp.int32)
 
     large, large_items = _sample(words, num_items, SAMPLE_CHUNKS * FINE_SAMPLE_FACTOR)
