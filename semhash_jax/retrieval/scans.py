@@ -1,13 +1,13 @@
 """Sums and prefix sums of small integer counts along the last axis, fast on XLA's CPU backend.
 
-On the CPU backend of jax 0.10.2, a reduction or a cumsum over a long axis is rewritten
-into reduce-window trees that run several times slower than reductions over axes of
-32 or fewer elements, and jnp.cumsum is slower still. These helpers split the axis
-into blocks of BLOCK, so every reduction is short, and compute prefix sums within a
-block as a float32 matmul with a triangular matrix. Measured on a 2-core x86-64 CPU:
-prefix sums of int32 [128, 31250] took about 20 ms with jnp.cumsum and a few ms here.
-Both are exact: float32 represents every integer below 2**24, and each float32 level
-is used only while its partial sums stay below that.
+On the CPU backend of jax 0.10.2, XLA rewrites a reduction over a long axis into
+reduce-window trees, which ran several times slower than reductions over axes of 32
+or fewer elements. jnp.cumsum is slow too: about 18 ms for int32 [128, 31250] on a
+2-core x86-64 CPU, against about 3 ms for the float32 matmul of the same data with a
+32 x 32 triangular matrix. These helpers therefore split the axis into blocks of
+BLOCK, so every reduction is short, and compute prefix sums within a block as such a
+matmul. Both are exact: float32 represents every integer below 2**24, and each
+float32 level is used only while its partial sums stay below that.
 """
 
 from __future__ import annotations
