@@ -2,14 +2,15 @@
 
   python benchmarks/retrieval.py [--queries=10000] [--database=1000000] [--bits=64]
 
-All methods run in this one process on the same codes and labels:
-(a) semhash_jax `mean_average_precision` (ranking by counting on the default jax device):
-    a first call that includes compilation, then --repeats timed calls;
-(b) a NumPy reference written like the field's usual evaluation: a loop over queries,
+All methods run in this one process on the same codes and labels.
+(a) semhash_jax `mean_average_precision`, ranking by counting on the default jax
+    device. A first call includes compilation, then --repeats calls are timed.
+(b) A NumPy reference written like the field's usual evaluation: a loop over queries,
     Hamming distances from a float32 matrix product of +-1 codes, np.argsort, AP@K.
-    It runs on --numpy_queries queries and its time is scaled to all queries;
+    It runs on --numpy_queries queries, and its time is scaled to all queries.
 (c) FAISS IndexBinaryFlat search for the top K (search time only), with --threads
-    threads, when faiss-cpu is installed (pip install -r benchmarks/requirements.txt).
+    threads, timed --repeats times. It needs faiss-cpu
+    (pip install -r benchmarks/requirements.txt).
 It also times one jitted XOR-popcount pass that counts, per query, the items within a
 distance threshold: every exact method reads all query x database pairs at least once,
 so this is the popcount-rate limit of the device.
@@ -58,6 +59,17 @@ class PeakMemory:
 def _rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def time_calls(function, repeats: int):
+    """Call `function` `repeats` times; return (seconds of each call, last result, peak memory)."""
+    seconds = []
+    with PeakMemory() as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = function()
+            seconds.append(time.perf_counter() - start)
+    return seconds, result, memory.peak_increase
 
 
 def numpy_reference_map(query_signs, query_labels, database_signs, database_labels, top_k):
@@ -118,7 +130,7 @@ def main():
 
     import jax
 
-    from semhash_jax.retrieval import hamming, labels, metrics
+    from semhash_jax.retrieval import hamming, labels, metrics, ranking
 
     rng = np.random.default_rng(args.seed)
     query_bytes = rng.integers(0, 256, (args.queries, args.bits // 8), dtype=np.uint8)
@@ -137,35 +149,15 @@ def main():
             query_words, query_labels, database_words, database_labels, args.top_k, bits=args.bits
         )
 
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        ours = run_ours()
-        first_seconds = time.perf_counter() - start
-    rows.append(
-        (
-            "(a) semhash_jax, first call (with compilation)",
-            first_seconds,
-            memory.peak_increase,
-            "measured",
-        )
-    )
+    (first_seconds,), ours, peak = time_calls(run_ours, 1)
+    rows.append(("(a) semhash_jax, first call (with compilation)", first_seconds, peak, "measured"))
     print(
         f"(a) first call: {first_seconds:.2f} s, mAP@{args.top_k} {ours[f'mAP@{args.top_k}']:.6f}"
     )
-    ours_times = []
-    with PeakMemory() as memory:
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run_ours()
-            ours_times.append(time.perf_counter() - start)
+    ours_times, _, peak = time_calls(run_ours, args.repeats)
     ours_seconds = float(np.median(ours_times))
     rows.append(
-        (
-            f"(a) semhash_jax, median of {args.repeats} calls",
-            ours_seconds,
-            memory.peak_increase,
-            "measured",
-        )
+        (f"(a) semhash_jax, median of {args.repeats} calls", ours_seconds, peak, "measured")
     )
     print(f"(a) calls: {', '.join(f'{t:.2f}' for t in ours_times)} s")
 
@@ -174,22 +166,27 @@ def main():
         np.float32
     )
     subset = slice(0, args.numpy_queries)
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        numpy_map = numpy_reference_map(
+    (elapsed,), numpy_map, peak = time_calls(
+        lambda: numpy_reference_map(
             query_signs[subset], query_labels[subset], database_signs, database_labels, args.top_k
-        )
-        elapsed = time.perf_counter() - start
+        ),
+        1,
+    )
     numpy_seconds = elapsed * args.queries / args.numpy_queries
     rows.append(
         (
             f"(b) NumPy per-query loop, {args.numpy_queries} queries scaled",
             numpy_seconds,
-            memory.peak_increase,
+            peak,
             "estimate",
         )
     )
     print(f"(b) {args.numpy_queries} queries: {elapsed:.2f} s (mAP {numpy_map:.4f} on them)")
+
+    prepared_query, prepared_database, _ = labels.prepare_labels(
+        query_labels, database_labels, args.queries, args.database
+    )
+    database = hamming.put_database(database_words, prepared_database, args.bits)
 
     faiss_seconds = None
     try:
@@ -200,28 +197,19 @@ def main():
         faiss.omp_set_num_threads(args.threads)
         index = faiss.IndexBinaryFlat(args.bits)
         index.add(database_bytes)
-        faiss_times = []
-        with PeakMemory() as memory:
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                _, faiss_ids = index.search(query_bytes, args.top_k)
-                faiss_times.append(time.perf_counter() - start)
+        faiss_times, (_, faiss_ids), peak = time_calls(
+            lambda: index.search(query_bytes, args.top_k), args.repeats
+        )
         faiss_seconds = float(np.median(faiss_times))
         rows.append(
             (
                 f"(c) FAISS IndexBinaryFlat, {args.threads} threads, median of {args.repeats}",
                 faiss_seconds,
-                memory.peak_increase,
+                peak,
                 "measured, search only",
             )
         )
         print(f"(c) calls: {', '.join(f'{t:.2f}' for t in faiss_times)} s")
-        prepared_query, prepared_database, _ = labels.prepare_labels(
-            query_labels, database_labels, args.queries, args.database
-        )
-        database = hamming.put_database(database_words, prepared_database, args.bits)
-        from semhash_jax.retrieval import ranking
-
         ranked = ranking.rank_top_k(
             query_words,
             prepared_query,
@@ -232,10 +220,6 @@ def main():
         identical = np.array_equal(ranked.ids, faiss_ids)
         print(f"(c) {faiss_seconds:.2f} s; top-{args.top_k} ids identical to ours: {identical}")
 
-    prepared_query, prepared_database, _ = labels.prepare_labels(
-        query_labels, database_labels, args.queries, args.database
-    )
-    database = hamming.put_database(database_words, prepared_database, args.bits)
     limit = popcount_limit_seconds(query_words, database, threshold=args.bits // 3)
     rows.append(("popcount-rate limit (one counting pass)", limit, None, "measured"))
 

@@ -3,7 +3,7 @@
   python -m semhash_jax.evaluate_codes --query=Q.npz --database=D.npz
       [--top_k=K] [--radius=R] [--nopr_curve] [--out=results.json] [--plots=DIR]
 
-Each .npz file holds `codes` and `labels` (see semhash_jax.retrieval.code_files for
+Each .npz file contains `codes` and `labels` (see semhash_jax.retrieval.code_files for
 the accepted forms). Prints the metrics and, with --out, writes them with the curves
 as JSON; with --plots, writes the curves as PNG files.
 """
@@ -63,7 +63,7 @@ def main(argv):
             pr_curve=FLAGS.pr_curve,
         )
     except ValueError as error:
-        # Label errors name query_labels and database_labels: say which files they are.
+        # Label errors name query_labels and database_labels, so add the files they came from.
         raise SystemExit(
             f"Error: {error} (query labels from {FLAGS.query}, database labels from "
             f"{FLAGS.database})"

@@ -1,6 +1,6 @@
 """Code files: binary codes and labels in .npz files that any toolkit can write or read.
 
-One file holds one set of items (for example query.npz and database.npz):
+One file contains one set of items (for example query.npz and database.npz):
 - `codes`: either N x K values in {-1, +1}, in {0, 1} or bools (any integer, float or
   bool dtype), or N x ceil(K / 8) uint8 bytes from `numpy.packbits(bits, axis=1)`
   (bit j of a code is bit 7 - j % 8 of byte j // 8), in which case `bits` is required;

@@ -87,10 +87,6 @@ class DeviceDatabase:
     def padded_size(self) -> int:
         return self.words.shape[1]
 
-    @property
-    def multi_label(self) -> bool:
-        return self.labels.ndim == 2
-
 
 def put_database(packed: np.ndarray, labels: np.ndarray, bits: int, mesh=None) -> DeviceDatabase:
     """Copy packed codes [N, W] and prepared labels to device, padded with unused items.
@@ -260,16 +256,3 @@ def count_many_fields(
             )
         )
     return jnp.concatenate(totals, axis=1)
-
-
-def distance_histograms(query_words, query_labels, database: DeviceDatabase):
-    """Return int32 histograms (total [Q, bits + 1], relevant [Q, bits + 1]) of distances.
-
-    Entry b counts the database items at Hamming distance exactly b from the query.
-    Costs about 2 (bits + 1) / FIELDS_PER_WORD counting passes over the database.
-    """
-    bins = range(database.bits + 1)
-    fields = tuple(Field("eq", b) for b in bins) + tuple(Field("eq", b, True) for b in bins)
-    base = jnp.zeros(query_words.shape[0], jnp.int32)
-    counts = count_many_fields(query_words, query_labels, database, base, fields)
-    return counts[:, : len(bins)], counts[:, len(bins) :]

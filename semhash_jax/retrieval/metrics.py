@@ -340,18 +340,16 @@ def _pr_by_radius(total, relevant, total_relevant, included) -> dict:
 
 
 def _device_histograms(query_words, query_labels, database):
-    totals, relevants = [], []
-    block = 256
-    for start in range(0, query_words.shape[0], block):
-        stop = min(start + block, query_words.shape[0])
-        total, relevant = hamming.distance_histograms(
-            ranking.pad_rows(query_words[start:stop], block),
-            ranking.pad_rows(query_labels[start:stop], block),
-            database,
-        )
-        totals.append(np.asarray(total)[: stop - start])
-        relevants.append(np.asarray(relevant)[: stop - start])
-    return np.concatenate(totals).astype(np.int64), np.concatenate(relevants).astype(np.int64)
+    """Return int64 histograms (total [Q, bits + 1], relevant [Q, bits + 1]) of distances.
+
+    Entry b counts the database items at Hamming distance exactly b from the query, in
+    about 2 (bits + 1) / 5 counting passes over the database.
+    """
+    bins = range(database.bits + 1)
+    fields = [hamming.Field("eq", b) for b in bins]
+    fields += [hamming.Field("eq", b, relevant=True) for b in bins]
+    counts = ranking.count_per_query(query_words, query_labels, database, fields)
+    return counts[:, : len(bins)], counts[:, len(bins) :]
 
 
 def _device_radius_counts(query_words, query_labels, database, radius: int):

@@ -208,7 +208,7 @@ def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_it
     closer_total = scans.sum_last_axis(closer)
     ties_in_top_k = top_k - closer_total
 
-    # The block, then the chunk, holding the ties_in_top_k-th tie.
+    # The block, then the chunk, that contains the ties_in_top_k-th tie.
     block_ties = jnp.sum(ties.reshape(num_queries, -1, scans.BLOCK), axis=2)
     block_ties_incl = scans.prefix_sum_last_axis(block_ties, scans.BLOCK * CHUNK)
     block = jnp.sum(block_ties_incl < ties_in_top_k[:, None], axis=1, dtype=jnp.int32)
@@ -311,8 +311,8 @@ def _select_top_k(
 def _estimate_bracket(query_words, query_labels, words, labels, *, top_k, num_items, bits):
     """Return int32 [Q], a bracket a such that the cutoff is likely a + 1 or a + 2.
 
-    A small sample counts the thresholds 0..bits (every one for codes of up to 64 bits,
-    evenly spaced ones beyond); a sample FINE_SAMPLE_FACTOR times larger then counts only
+    A small sample counts the thresholds 0..bits: every one for codes of up to 64 bits,
+    evenly spaced ones beyond. A sample FINE_SAMPLE_FACTOR times larger then counts only
     the five thresholds around the first estimate.
     """
     num_queries = query_words.shape[0]

@@ -41,34 +41,6 @@ def prefix_sum_last_axis(values, max_value: int):
     return within.reshape(values.shape[:-1] + (-1,))[..., :length]
 
 
-def prefix_sum_pair(first, second):
-    """Return inclusive prefix sums along the last axis of two int32 arrays of values in [0, BLOCK].
-
-    Both arrays share one float32 matmul: `second` is scaled past the largest sum of
-    `first` within a block, and all block sums stay below 2**24.
-    """
-    scale = 2 * BLOCK * BLOCK
-    length = first.shape[-1]
-    blocked = _blocks(first + second * scale)
-    triangle = jnp.triu(jnp.ones((BLOCK, BLOCK), jnp.float32))
-    within = jnp.matmul(blocked.astype(jnp.float32), triangle).astype(jnp.int32)
-    # The sums are non-negative, so a mask and a shift split them.
-    within_first = within & (scale - 1)
-    within_second = within >> (scale.bit_length() - 1)
-    if blocked.shape[-2] > 1:
-        outputs = []
-        for part in (within_first, within_second):
-            block_totals = part[..., -1]
-            before = prefix_sum_last_axis(block_totals, BLOCK * BLOCK) - block_totals
-            outputs.append(part + before[..., None])
-        within_first, within_second = outputs
-    shape = first.shape[:-1] + (-1,)
-    return (
-        within_first.reshape(shape)[..., :length],
-        within_second.reshape(shape)[..., :length],
-    )
-
-
 def _blocks(values):
     """Reshape the last axis into [ceil(n / BLOCK), BLOCK], padding with zeros."""
     length = values.shape[-1]
