@@ -197,12 +197,14 @@ def tie_aware_average_precision(result: ranking.Ranking, bits: int) -> np.ndarra
     previous_last = np.empty_like(last)
     previous_last[0] = -1
     previous_last[1:] = np.where(rows[1:] == rows[:-1], last[:-1], -1)
-    # A cumsum over uint8 is about ten times faster than over bool in numpy 2.
-    relevant_through = np.cumsum(result.relevant.view(np.uint8), axis=1, dtype=np.int32)
-    relevant_at_last = relevant_through[rows, last]
-    relevant_before = np.where(
-        previous_last >= 0, relevant_through[rows, np.maximum(previous_last, 0)], 0
-    )
+    # Relevant items up to a column, from the sorted flat positions of the relevant
+    # items: much less work than a cumulative sum over all Q x K ranks.
+    hits = np.flatnonzero(result.relevant)
+    row_start = rows * top_k
+    hits_before_row = np.searchsorted(hits, row_start)
+    relevant_at_last = np.searchsorted(hits, row_start + last, side="right") - hits_before_row
+    relevant_before = np.searchsorted(hits, row_start + previous_last, side="right")
+    relevant_before = relevant_before - hits_before_row
     closer_run = distances[rows, last] < result.cutoff[rows]
     size = (last - previous_last).astype(np.float64)
     run_relevant = (relevant_at_last - relevant_before).astype(np.float64)

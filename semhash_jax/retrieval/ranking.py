@@ -105,7 +105,7 @@ def rank_top_k(
     else:
         rank_block = functools.partial(_rank_block_sorting, **kwargs)
 
-    outputs = []
+    merged = None
     for start in range(0, num_queries, block):
         stop = min(start + block, num_queries)
         block_words = pad_rows(query_words[start:stop], block)
@@ -113,8 +113,13 @@ def rank_top_k(
         result = rank_block(
             block_words, block_labels, database.words, database.chunks, database.labels
         )
-        outputs.append(jax.tree.map(lambda x, size=stop - start: np.asarray(x)[:size], result))
-    merged = {name: np.concatenate([out[name] for out in outputs]) for name in outputs[0]}
+        if merged is None:
+            merged = {
+                name: np.empty((num_queries,) + value.shape[1:], value.dtype)
+                for name, value in result.items()
+            }
+        for name, value in result.items():
+            merged[name][start:stop] = np.asarray(value)[: stop - start]
 
     if total_relevant is None:
         everything = Field("le", database.bits, relevant=True)
@@ -154,24 +159,35 @@ def count_per_query(query_words, query_labels, database: DeviceDatabase, fields)
 def _rank_block_counting(
     query_words, query_labels, words, chunks, labels, *, top_k, num_items, bits
 ):
-    # Three jitted stages: in one jitted function, XLA's CPU backend compiled the
+    # Separate jitted stages: in one jitted function, XLA's CPU backend compiled the
     # counting pass several times slower.
     bracket = _estimate_bracket(
         query_words, query_labels, words, labels, top_k=top_k, num_items=num_items, bits=bits
     )
-    bracket, chunk_words = _resolve_bracket(
-        query_words,
-        query_labels,
-        words,
-        labels,
-        bracket,
-        top_k=top_k,
-        num_items=num_items,
-        bits=bits,
+    chunk_words = _count_bracket(
+        query_words, query_labels, words, labels, bracket, num_items=num_items
     )
-    boundary = _locate_boundary(
+    # The boundary stage also checks the bracket, which saves a stage in the usual case
+    # where every estimate was right.
+    boundary, fits, moved = _locate_boundary(
         query_words, chunks, bracket, chunk_words, top_k=top_k, num_items=num_items
     )
+    if not bool(jnp.all(fits)):
+        bracket, chunk_words = _resolve_bracket(
+            query_words,
+            query_labels,
+            words,
+            labels,
+            moved,
+            fits,
+            chunk_words,
+            top_k=top_k,
+            num_items=num_items,
+            bits=bits,
+        )
+        boundary, _, _ = _locate_boundary(
+            query_words, chunks, bracket, chunk_words, top_k=top_k, num_items=num_items
+        )
     return _select_top_k(
         query_words,
         query_labels,
@@ -202,7 +218,10 @@ def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_it
     The top K contains every item closer than the cutoff and the first K - L items at
     the cutoff, where L is the number of closer items. The last of those ties is found
     by narrowing from blocks of scans.BLOCK chunks to one chunk, then to one item.
+    Returns (boundary, fits, moved): the boundary is valid where `fits`, the queries
+    whose cutoff is bracket + 1 or + 2; `moved` are the brackets for another round.
     """
+    moved, fits = _check_bracket(bracket, chunk_words, top_k=top_k)
     cutoff, closer, ties, relevant_ties = _cutoff_counts(bracket, chunk_words, top_k)
     num_queries, num_chunks = ties.shape
     closer_total = scans.sum_last_axis(closer)
@@ -228,7 +247,7 @@ def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_it
     # Bit masks, one word per block, of the chunks that contain a top-K item.
     chunk_index = jnp.arange(num_chunks, dtype=jnp.int32)[None, :]
     has_selected = (closer > 0) | ((ties > 0) & (chunk_index <= (last_tie // CHUNK)[:, None]))
-    return {
+    boundary = {
         "cutoff": cutoff,
         "closer": closer_total,
         "tie_size": scans.sum_last_axis(ties),
@@ -236,6 +255,7 @@ def _locate_boundary(query_words, chunks, bracket, chunk_words, *, top_k, num_it
         "last_tie": last_tie,
         "block_masks": _or_bits(has_selected.reshape(num_queries, -1, scans.BLOCK)),
     }
+    return boundary, fits, moved
 
 
 @functools.partial(jax.jit, static_argnames=("top_k", "num_items", "bits"))
@@ -266,7 +286,7 @@ def _select_top_k(
     block_counts = jax.lax.population_count(block_masks).astype(jnp.int32)
     block_incl = scans.prefix_sum_last_axis(block_counts, scans.BLOCK)
     listed = jnp.arange(top_k, dtype=jnp.int32)
-    listed_block = _search(block_incl, listed)
+    listed_block = _search(block_incl, top_k)
     rank_in_block = listed[None, :] - _exclusive_at(block_incl, listed_block)
     listed_mask = jnp.take_along_axis(block_masks, listed_block, axis=1)
     listed_chunk = listed_block * scans.BLOCK + _select_bit(listed_mask, rank_in_block)
@@ -287,13 +307,14 @@ def _select_top_k(
 
     # Output slot s: the listed chunk whose inclusive count first exceeds s.
     slots = jnp.arange(top_k, dtype=jnp.int32)
-    slot_listed = _search(selected_incl, slots)
+    slot_listed = _search(selected_incl, top_k)
     rank_in_chunk = slots[None, :] - _exclusive_at(selected_incl, slot_listed)
     slot_bits = jnp.take_along_axis(selected_bits, slot_listed, axis=1)
     position = _select_bit(slot_bits, rank_in_chunk)
     ids = jnp.take_along_axis(listed_chunk, slot_listed, axis=1) * CHUNK + position
-    flat_distance = distance.reshape(num_queries, -1)
-    top_distances = jnp.take_along_axis(flat_distance, slot_listed * CHUNK + position, axis=1)
+    # Distances of the K items from their words: reusing `distance` would make XLA keep
+    # all the gathered chunks in memory instead of fusing the gather into one pass.
+    top_distances = _distances_to_items(query_words, chunks, ids)
 
     ids, top_distances = _sort_by_distance_then_id(ids, top_distances, num_chunks * CHUNK, bits)
     return {
@@ -373,33 +394,42 @@ def _sample(words, num_items: int, max_chunks: int):
     return sample, sample.shape[1]
 
 
-def _resolve_bracket(query_words, query_labels, words, labels, bracket, *, top_k, num_items, bits):
-    """Move each query's bracket until its cutoff is a + 1 or a + 2; return it and its counts.
+def _resolve_bracket(
+    query_words,
+    query_labels,
+    words,
+    labels,
+    bracket,
+    resolved,
+    chunk_words,
+    *,
+    top_k,
+    num_items,
+    bits,
+):
+    """Move the brackets of unresolved queries until every cutoff is a + 1 or a + 2.
 
+    `bracket` holds the moved brackets of the unresolved queries and the final ones of
+    the others, whose counts are in `chunk_words`. Returns the brackets and their counts.
     The rounds loop on the host: inside a lax.while_loop, XLA's CPU backend compiled the
     counting pass about ten times slower.
     """
-    chunk_words = _count_bracket(
-        query_words, query_labels, words, labels, bracket, num_items=num_items
-    )
-    bracket, resolved = _check_bracket(bracket, chunk_words, top_k=top_k)
-    kept_words = chunk_words
     # Each round moves a bracket by 2 toward a bound that always resolves (nothing is
     # at distance < 0, everything is at distance <= bits), so bits // 2 + 2 rounds suffice.
     for _ in range(bits // 2 + 2):
-        if bool(jnp.all(resolved)):
-            return bracket, kept_words
-        bracket, resolved, kept_words = _bracket_round(
+        bracket, resolved, chunk_words = _bracket_round(
             query_words,
             query_labels,
             words,
             labels,
             bracket,
             resolved,
-            kept_words,
+            chunk_words,
             top_k=top_k,
             num_items=num_items,
         )
+        if bool(jnp.all(resolved)):
+            return bracket, chunk_words
     raise AssertionError("the cutoff search did not converge; this is a bug")
 
 
@@ -417,7 +447,6 @@ def _count_bracket(query_words, query_labels, words, labels, bracket, *, num_ite
     )
 
 
-@functools.partial(jax.jit, static_argnames=("top_k",))
 def _check_bracket(bracket, chunk_words, *, top_k):
     """Return the next brackets and whether each query's cutoff is a + 1 or a + 2."""
     counts = hamming.unpack_fields(chunk_words, 3)
@@ -434,7 +463,7 @@ def _bracket_round(
     chunk_words = _count_bracket.__wrapped__(
         query_words, query_labels, words, labels, bracket, num_items=num_items
     )
-    moved, fits = _check_bracket.__wrapped__(bracket, chunk_words, top_k=top_k)
+    moved, fits = _check_bracket(bracket, chunk_words, top_k=top_k)
     newly = fits & jnp.logical_not(resolved)
     kept_words = jnp.where(newly[:, None], chunk_words, kept_words)
     bracket = jnp.where(resolved, bracket, moved)
@@ -476,6 +505,18 @@ def _sort_by_distance_then_id(ids, distances, padded_size: int, max_distance: in
     return sorted_ids, sorted_distances
 
 
+def _distances_to_items(query_words, chunks, ids):
+    """Return int32 [Q, T]: distances from each query to database items ids [Q, T]."""
+    num_words = chunks.shape[1]
+    flat = chunks.reshape(-1)
+    first = (ids // CHUNK) * (num_words * CHUNK) + ids % CHUNK
+    total = jnp.zeros(ids.shape, jnp.int32)
+    for word in range(num_words):
+        item_word = flat[first + word * CHUNK]
+        total = total + jax.lax.population_count(query_words[:, word, None] ^ item_word)
+    return total.astype(jnp.int32)
+
+
 def _relevant_items(query_labels, labels, ids):
     """Return bool [Q, K]: whether database item ids[q, k] is relevant to query q."""
     if labels.ndim == 1:
@@ -493,11 +534,18 @@ def _or_bits(flags):
     return jnp.sum(jnp.where(flags, bit_values, jnp.uint32(0)), axis=-1, dtype=jnp.uint32)
 
 
-def _search(inclusive, targets):
-    """Return int32 [Q, T]: for each target, the first index whose inclusive count exceeds it."""
-    return jax.vmap(lambda row: jnp.searchsorted(row, targets, side="right", method="scan"))(
-        inclusive
-    ).astype(jnp.int32)
+def _search(inclusive, num_targets: int):
+    """Return int32 [Q, T]: for each target t < T, the first index whose inclusive count exceeds t.
+
+    That index is the number of entries <= t, so it is a prefix sum of the histogram of
+    the entries. This costs far less than a binary search (jnp.searchsorted), whose
+    loop XLA's CPU backend ran with a copy of its operands in every step.
+    """
+    num_queries, length = inclusive.shape
+    rows = jnp.arange(num_queries, dtype=jnp.int32)[:, None]
+    histogram = jnp.zeros((num_queries, num_targets), jnp.int32)
+    histogram = histogram.at[rows, inclusive].add(1, mode="drop")
+    return scans.prefix_sum_last_axis(histogram, length)
 
 
 def _select_bit(words, rank):
