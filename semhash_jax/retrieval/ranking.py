@@ -279,7 +279,6 @@ def _select_top_k(
     cutoff = boundary["cutoff"]
     last_tie = boundary["last_tie"]
     block_masks = boundary["block_masks"]
-    num_queries = block_masks.shape[0]
     num_chunks = block_masks.shape[1] * scans.BLOCK
 
     # List the chunks that contain a selected item: the set bits of the block masks.
