@@ -9,6 +9,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["semhash_jax", "semhash_jax.*"]),
+    package_data={"semhash_jax.datasets": ["data/*.txt"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10",

@@ -10,9 +10,9 @@ import os
 import pathlib
 import tempfile
 
-from semhash_jax import losses
-from semhash_jax.datasets import protocols, registry
-from semhash_jax.models import backbones
+from semhash_jax import losses, preprocessing
+from semhash_jax.datasets import class_names, protocols, registry
+from semhash_jax.models import backbones, pretrained
 from semhash_jax.text import embeddings
 
 OPTIMIZERS = ("adam", "sgd")
@@ -90,10 +90,27 @@ def check_config(config, device_count: int):
     _check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
     _check_choice(config.text.pooling, "text.pooling", embeddings.POOLING_MODES)
     _check_choice(config.protocol, "protocol", protocols.PROTOCOLS)
+    _check_choice(config.preprocess, "preprocess", preprocessing.PREPROCESS_MODES)
+    _check_choice(config.text.lemmas, "text.lemmas", ("first", "average"))
+    if not 0 < config.crop_fraction <= 1:
+        raise ValueError(
+            f"config.crop_fraction={config.crop_fraction!r} must be in (0, 1], e.g. 0.875."
+        )
     if config.text.template.count("{}") != 1:
         raise ValueError(
             f"config.text.template={config.text.template!r} must contain exactly "
             "one '{}' where the class name goes."
+        )
+    warmup = config.optimizer.warmup_steps
+    if (
+        isinstance(warmup, bool)
+        or not isinstance(warmup, int)
+        or not (0 <= warmup < config.num_train_steps)
+    ):
+        raise ValueError(
+            f"config.optimizer.warmup_steps={warmup!r} must be an integer in [0, "
+            f"num_train_steps = {config.num_train_steps}), so that the cosine decay has "
+            "steps left. Lower it or raise --config.num_train_steps."
         )
     if config.optimizer.learning_rate <= 0:
         raise ValueError(
@@ -104,6 +121,22 @@ def check_config(config, device_count: int):
 def check_inputs(config):
     """Raise when the dataset source or the text model cannot be found."""
     registry.check_source(config.dataset, config.data_dir, config.source_dir)
+    if config.class_names:
+        class_names.load(config.class_names)
+    pretrained_path = config.model.get("pretrained", "")
+    if pretrained_path:
+        if not pretrained.supported(config.model.backbone):
+            raise ValueError(
+                f"config.model.pretrained is set but config.model.backbone="
+                f"{config.model.backbone!r} cannot load pretrained weights. Use resnet18 or "
+                "resnet50, or set --config.model.pretrained=''."
+            )
+        if not os.path.isfile(pretrained_path):
+            raise FileNotFoundError(
+                f"config.model.pretrained={pretrained_path!r} is not a file. Give a local "
+                ".safetensors file with torchvision or timm ResNet weights, or '' to train "
+                "from scratch."
+            )
     try:
         embeddings.resolve_model_dir(config.text.model)
     except FileNotFoundError as e:

@@ -15,7 +15,8 @@ from flax import nnx
 import jax
 import numpy as np
 
-from semhash_jax import atomic_files, checkpointing, input_pipeline, run_setup, sharding
+from semhash_jax import atomic_files, checkpointing, input_pipeline, preprocessing, run_setup
+from semhash_jax import sharding
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.retrieval import code_files
 from semhash_jax.retrieval import codes as codes_lib
@@ -52,11 +53,14 @@ class Encoder:
         )
         self._encode_classes = jax.jit(encode_classes, out_shardings=replicated)
 
-    def images(self, source: input_pipeline.PoolSource, batch_size: int, mean, std):
-        """Return real-valued codes [N, K] and labels [N] of every item of `source`."""
+    def images(self, source: input_pipeline.PoolSource, batch_size: int, mean, std, transform):
+        """Return real-valued codes [N, K] and labels [N] of every item of `source`.
+
+        `transform` brings each image to the model's size (`preprocessing.eval_transform`).
+        """
         codes, labels = [], []
         for batch in input_pipeline.eval_batches(
-            source, global_batch_size=batch_size, mean=mean, std=std
+            source, global_batch_size=batch_size, mean=mean, std=std, transform=transform
         ):
             mask = batch.pop("mask")
             images = jax.make_array_from_process_local_data(
@@ -93,11 +97,12 @@ def evaluate_state(
     """Score one model state on the protocol split and write the results."""
     logging.info("Evaluating step %d.", step)
     encoder = Encoder(graphdef, state, setup.mesh)
+    transform = preprocessing.eval_transform(config)
     split = setup.split
 
     def encode(ids):
         source = input_pipeline.PoolSource(setup.builder, split.splits, split.split_sizes, ids)
-        return encoder.images(source, config.eval_batch_size, config.mean, config.std)
+        return encoder.images(source, config.eval_batch_size, config.mean, config.std, transform)
 
     query_codes, query_labels = encode(split.query_ids)
     database_codes, database_labels = encode(split.database_ids)

@@ -76,7 +76,9 @@ class InMemorySource:
             images.extend(item["image"] for item in items)
             labels.extend(item["label"] for item in items)
             ids.extend(item["id"] for item in items)
-        self._images = np.stack(images)
+        # Images of different sizes (before cropping) stay a list.
+        same_shape = len({np.shape(image) for image in images}) <= 1
+        self._images = np.stack(images) if same_shape else images
         self._labels = np.asarray(labels)
         self._ids = np.asarray(ids, dtype=np.int64)
 
@@ -126,17 +128,24 @@ def train_iterator(
     seed: int,
     mean,
     std,
+    transform: grain.transforms.Map | grain.transforms.RandomMap,
     worker_count: int = 0,
 ) -> grain.DatasetIterator:
     """Return an endless iterator over shuffled local batches.
 
     Every epoch is a new permutation drawn from `seed`. Processes read disjoint
     interleaved shares of the shuffled stream, so the global batch is the same
-    for any process count.
+    for any process count. `transform` (see `preprocessing`) brings each image to
+    the model's size; a random one draws from a generator derived from `seed` and
+    the element's position in the stream.
     """
     batch = local_batch_size(global_batch_size)
     dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     dataset = dataset[jax.process_index() :: jax.process_count()]
+    if isinstance(transform, grain.transforms.RandomMap):
+        dataset = dataset.random_map(transform, seed=seed)
+    else:
+        dataset = dataset.map(transform)
     dataset = dataset.map(Normalize(tuple(mean), tuple(std)))
     dataset = dataset.batch(batch, drop_remainder=True)
     iter_dataset = dataset.to_iter_dataset()
@@ -153,6 +162,7 @@ def eval_batches(
     global_batch_size: int,
     mean,
     std,
+    transform: grain.transforms.Map,
 ):
     """Yield fixed-shape local batches over `source` once, in id-list order.
 
@@ -168,7 +178,10 @@ def eval_batches(
     for start in range(0, total, global_batch_size):
         local_start = start + index * batch
         positions = range(local_start, min(local_start + batch, total))
-        elements = [normalize.map(e) for e in source.__getitems__(list(positions))]
+        elements = [
+            normalize.map(transform.map(element))
+            for element in source.__getitems__(list(positions))
+        ]
         valid = len(elements)
         elements += [elements[0]] * (batch - valid)
         mask = np.zeros(batch, dtype=bool)

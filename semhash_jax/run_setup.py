@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from semhash_jax import config_checks, sharding
+from semhash_jax.datasets import benchmarks, class_names as class_names_lib
 from semhash_jax.datasets import protocols, registry
 from semhash_jax.text import embeddings as text_embeddings
 
@@ -41,6 +42,41 @@ def center_embeddings(embeddings: np.ndarray) -> np.ndarray:
     return (centered / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def check_split_counts(config, split: protocols.Split):
+    """Raise when a declared benchmark's counts differ from the split (config.check_counts)."""
+    benchmark = benchmarks.find(config.dataset, config.protocol)
+    if benchmark is None or not config.check_counts:
+        logging.info("Split sizes not checked against a benchmark declaration.")
+        return
+    benchmarks.check_counts(
+        benchmark, len(split.train_ids), len(split.query_ids), len(split.database_ids)
+    )
+    logging.info("Split sizes match the benchmark: %s.", benchmark.description)
+
+
+def embed_class_names(names: class_names_lib.ClassNames, text_config, cache_dir) -> np.ndarray:
+    """Embed each class's first name, or average all its names (text.lemmas="average")."""
+    embed = lambda texts: text_embeddings.class_name_embeddings(
+        texts,
+        model=text_config.model,
+        template=text_config.template,
+        pooling=text_config.pooling,
+        normalize=text_config.normalize,
+        cache_dir=cache_dir,
+    )
+    if text_config.lemmas == "first":
+        return embed(names.first)
+    every_name = [name for class_names in names.names for name in class_names]
+    owners = np.repeat(np.arange(len(names)), [len(class_names) for class_names in names.names])
+    embedded = embed(every_name)
+    averaged = np.zeros((len(names), embedded.shape[1]), np.float64)
+    np.add.at(averaged, owners, embedded)
+    averaged /= np.bincount(owners)[:, None]
+    if text_config.normalize:
+        averaged /= np.maximum(np.linalg.norm(averaged, axis=1, keepdims=True), 1e-12)
+    return averaged.astype(np.float32)
+
+
 def prepare_run(config, workdir, *, create_split: bool) -> Setup:
     """Check inputs, build the mesh, prepare data, split and text embeddings."""
     config_checks.check_config(config, jax.device_count())
@@ -62,15 +98,14 @@ def prepare_run(config, workdir, *, create_split: bool) -> Setup:
         workdir,
         create=create_split,
     )
-    class_names = tuple(builder.info.features["label"].names)
-    class_embeddings = text_embeddings.class_name_embeddings(
-        class_names,
-        model=config.text.model,
-        template=config.text.template,
-        pooling=config.text.pooling,
-        normalize=config.text.normalize,
-        cache_dir=pathlib.Path(workdir) / "cache",
+    check_split_counts(config, split)
+    label_feature = builder.info.features["label"]
+    names = class_names_lib.for_dataset(
+        config.class_names, tuple(label_feature.names), label_feature.num_classes
     )
+    logging.info("Class names: %d from %s.", len(names), names.source)
+    class_names = names.first
+    class_embeddings = embed_class_names(names, config.text, pathlib.Path(workdir) / "cache")
     if config.text.center:
         class_embeddings = center_embeddings(class_embeddings)
     return Setup(mesh, builder, split, class_names, class_embeddings)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from semhash_jax import checkpointing, evaluation, input_pipeline, losses
+from semhash_jax import checkpointing, evaluation, input_pipeline, losses, preprocessing
 from semhash_jax import run_setup, sharding, train_state as train_state_lib
 
 
@@ -154,6 +154,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         seed=config.seed,
         mean=config.mean,
         std=config.std,
+        transform=preprocessing.train_transform(config),
         worker_count=config.data_workers,
     )
 
@@ -171,6 +172,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if initial_step:
         train_state.state = checkpointer.restore(initial_step, train_state.state, train_iter)
         logging.info("Resuming from step %d.", initial_step)
+    elif config.model.pretrained:
+        train_state.state = train_state_lib.load_pretrained_backbone(train_state, config)
+        logging.info("Loaded pretrained backbone weights from %s.", config.model.pretrained)
 
     train_step = make_train_step(config, train_state, mesh, num_classes, schedule)
     class_embeddings = jax.device_put(

@@ -7,7 +7,7 @@ import jax
 import optax
 
 from semhash_jax import sharding
-from semhash_jax.models import hash_nets
+from semhash_jax.models import hash_nets, pretrained
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -42,6 +42,19 @@ class TrainState:
     graphdef: nnx.GraphDef
     state: nnx.State
     sharding: nnx.State
+
+
+def load_pretrained_backbone(train_state: TrainState, config) -> nnx.State:
+    """Return the state with the backbone weights of config.model.pretrained, resharded."""
+    pure = nnx.to_pure_dict(train_state.state)
+    model = pure[0]
+    backbone = jax.device_get(model["visual"]["backbone"])
+    model["visual"]["backbone"] = pretrained.load_resnet(
+        config.model.pretrained, config.model.backbone, backbone
+    )
+    state = jax.tree.map(lambda x: x, train_state.state)
+    nnx.replace_by_pure_dict(state, pure)
+    return jax.device_put(state, train_state.sharding)
 
 
 def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:

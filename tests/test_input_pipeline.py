@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from semhash_jax import input_pipeline
+from semhash_jax import input_pipeline, preprocessing
 from tests import helpers
 
 MEAN, STD = (0.25,), (0.5,)
+FIXED = preprocessing.CheckSize(28, 1)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,12 @@ def test_split_size_mismatch_raises(builder):
 def test_train_batches_normalised_and_shuffled(builder, idx_images):
     ids = np.arange(0, 200, 2)  # 100 items
     iterator = input_pipeline.train_iterator(
-        make_source(builder, ids), global_batch_size=20, seed=7, mean=MEAN, std=STD
+        make_source(builder, ids),
+        global_batch_size=20,
+        seed=7,
+        mean=MEAN,
+        std=STD,
+        transform=FIXED,
     )
     epoch = [next(iterator) for _ in range(5)]
     for batch in epoch:
@@ -66,7 +72,7 @@ def test_train_order_is_fixed_by_seed(builder):
 
     def first_ids(seed):
         iterator = input_pipeline.train_iterator(
-            source, global_batch_size=10, seed=seed, mean=MEAN, std=STD
+            source, global_batch_size=10, seed=seed, mean=MEAN, std=STD, transform=FIXED
         )
         return np.concatenate([next(iterator)["id"] for _ in range(3)])
 
@@ -78,7 +84,7 @@ def test_eval_batches_pad_and_mask(builder):
     ids = np.arange(13)
     batches = list(
         input_pipeline.eval_batches(
-            make_source(builder, ids), global_batch_size=8, mean=MEAN, std=STD
+            make_source(builder, ids), global_batch_size=8, mean=MEAN, std=STD, transform=FIXED
         )
     )
     assert len(batches) == 2

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import fashion_mnist
-from semhash_jax import checkpointing, config_checks, evaluation, input_pipeline
+from semhash_jax import checkpointing, config_checks, evaluation, input_pipeline, preprocessing
 from semhash_jax import run_setup, sharding, train, train_state as train_state_lib
 from tests import helpers
 
@@ -47,7 +47,12 @@ def first_batches(config, setup, count):
         setup.builder, setup.split.splits, setup.split.split_sizes, setup.split.train_ids
     )
     iterator = input_pipeline.train_iterator(
-        source, global_batch_size=config.batch_size, seed=0, mean=config.mean, std=config.std
+        source,
+        global_batch_size=config.batch_size,
+        seed=0,
+        mean=config.mean,
+        std=config.std,
+        transform=preprocessing.train_transform(config),
     )
     return [next(iterator) for _ in range(count)]
 

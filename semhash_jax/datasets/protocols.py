@@ -66,6 +66,14 @@ PROTOCOLS = {
         query_split="test",
         database_split="train",
     ),
+    # The same for datasets whose held-out split is called "validation" (ImageNet).
+    "train_validation_split": Protocol(
+        name="train_validation_split",
+        description=("queries: the validation split; database and training set: the train split"),
+        splits=("train", "validation"),
+        query_split="validation",
+        database_split="train",
+    ),
 }
 
 

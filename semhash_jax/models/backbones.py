@@ -11,6 +11,29 @@ from flax import nnx
 import jax.numpy as jnp
 
 
+def _pad(kernel: int):
+    """Symmetric padding of (kernel - 1) // 2 pixels, as PyTorch's ResNets pad."""
+    return ((kernel - 1) // 2,) * 2
+
+
+def conv(in_channels, out_channels, kernel: int, *, rngs, stride: int = 1):
+    """Bias-free convolution with PyTorch-style padding (see `_pad`).
+
+    XLA's "SAME" padding puts the extra pixel of a strided convolution at the end,
+    which shifts the sampling grid against PyTorch's; the explicit padding keeps
+    converted torchvision and timm weights exact.
+    """
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (kernel, kernel),
+        strides=stride,
+        padding=(_pad(kernel), _pad(kernel)),
+        use_bias=False,
+        rngs=rngs,
+    )
+
+
 class SmallCNN(nnx.Module):
     """Three 3x3 conv blocks (conv, BN, ReLU, 2x2 max pool), then one dense layer.
 
@@ -53,9 +76,9 @@ class BasicBlock(nnx.Module):
 
     def __init__(self, in_channels, width, stride, *, rngs):
         out = width * self.expansion
-        self.conv1 = nnx.Conv(in_channels, width, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+        self.conv1 = conv(in_channels, width, 3, stride=stride, rngs=rngs)
         self.norm1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv2 = nnx.Conv(width, out, (3, 3), use_bias=False, rngs=rngs)
+        self.conv2 = conv(width, out, 3, rngs=rngs)
         # Zero-initialised last scale: each block starts as the identity.
         self.norm2 = nnx.BatchNorm(out, momentum=0.9, rngs=rngs, scale_init=nnx.initializers.zeros)
         self.shortcut = _shortcut(in_channels, out, stride, rngs)
@@ -73,11 +96,11 @@ class Bottleneck(nnx.Module):
 
     def __init__(self, in_channels, width, stride, *, rngs):
         out = width * self.expansion
-        self.conv1 = nnx.Conv(in_channels, width, (1, 1), use_bias=False, rngs=rngs)
+        self.conv1 = conv(in_channels, width, 1, rngs=rngs)
         self.norm1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv2 = nnx.Conv(width, width, (3, 3), strides=stride, use_bias=False, rngs=rngs)
+        self.conv2 = conv(width, width, 3, stride=stride, rngs=rngs)
         self.norm2 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv3 = nnx.Conv(width, out, (1, 1), use_bias=False, rngs=rngs)
+        self.conv3 = conv(width, out, 1, rngs=rngs)
         self.norm3 = nnx.BatchNorm(out, momentum=0.9, rngs=rngs, scale_init=nnx.initializers.zeros)
         self.shortcut = _shortcut(in_channels, out, stride, rngs)
 
@@ -92,9 +115,7 @@ class Shortcut(nnx.Module):
     """Projection shortcut: strided 1x1 conv and batch norm."""
 
     def __init__(self, in_channels, out_channels, stride, *, rngs):
-        self.conv = nnx.Conv(
-            in_channels, out_channels, (1, 1), strides=stride, use_bias=False, rngs=rngs
-        )
+        self.conv = conv(in_channels, out_channels, 1, stride=stride, rngs=rngs)
         self.norm = nnx.BatchNorm(out_channels, momentum=0.9, rngs=rngs)
 
     def __call__(self, x):
@@ -116,9 +137,9 @@ class ResNet(nnx.Module):
 
     def __init__(self, block, stage_sizes, in_channels, *, rngs, stem="imagenet"):
         if stem == "imagenet":
-            self.stem_conv = nnx.Conv(in_channels, 64, (7, 7), strides=2, use_bias=False, rngs=rngs)
+            self.stem_conv = conv(in_channels, 64, 7, stride=2, rngs=rngs)
         elif stem == "cifar":
-            self.stem_conv = nnx.Conv(in_channels, 64, (3, 3), use_bias=False, rngs=rngs)
+            self.stem_conv = conv(in_channels, 64, 3, rngs=rngs)
         else:
             raise ValueError(
                 f"Unknown ResNet stem {stem!r}. Set --config.model.stem to 'imagenet' or 'cifar'."
@@ -139,7 +160,7 @@ class ResNet(nnx.Module):
     def __call__(self, x):
         x = nnx.relu(self.stem_norm(self.stem_conv(x)))
         if self.stem == "imagenet":
-            x = nnx.max_pool(x, (3, 3), (2, 2), padding="SAME")
+            x = nnx.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x)
         return jnp.mean(x, axis=(1, 2))

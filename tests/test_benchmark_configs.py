@@ -1,0 +1,61 @@
+"""The benchmark configs train and evaluate end to end on TFDS mock data.
+
+tfds.testing.mock_data replaces the records of the real TFDS builders (cifar10,
+imagenet2012) with random ones of the declared shapes: 32 x 32 for CIFAR-10, and
+random sizes for ImageNet, which exercises the crops.
+"""
+
+import json
+import math
+
+import pytest
+
+from configs import cifar10, imagenet
+from semhash_jax import run_setup, train
+from tests import helpers
+
+
+def shrink(config, data_dir, **overrides):
+    config.unlock()
+    config.data_dir = str(data_dir)
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.optimizer.warmup_steps = 1
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.lock()
+    return config
+
+
+@pytest.mark.parametrize(
+    "module, arg, num_examples",
+    [(cifar10, "protocol=train_test_split,runlocal", 200), (imagenet, "runlocal,bits=16", 48)],
+)
+def test_runlocal_trains_and_evaluates(module, arg, num_examples, tmp_path, monkeypatch):
+    config = shrink(module.get_config(arg), tmp_path / "tfds")
+    workdir = tmp_path / "work"
+    with helpers.mock_tfds(monkeypatch, num_examples):
+        results = train.train_and_evaluate(config, str(workdir))
+    saved = json.loads((workdir / "eval/results.json").read_text())
+    assert saved["bits"] == config.bits
+    # K is clamped to the mock database, so the name is mAP@all.
+    assert math.isfinite(results["metrics"]["mAP@all"])
+    assert (workdir / "checkpoints/2").is_dir()
+
+
+def test_cifar10_class_names_reach_text_encoder(tmp_path, monkeypatch):
+    config = shrink(cifar10.get_config("protocol=train_test_split,runlocal"), tmp_path / "tfds")
+    with helpers.mock_tfds(monkeypatch, 200):
+        setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+    assert setup.class_names[:3] == ("airplane", "automobile", "bird")
+    assert setup.class_embeddings.shape[0] == 10
+
+
+def test_short_dataset_fails_count_check(tmp_path, monkeypatch):
+    # Protocol (b) on 300 mock images per split gives 300 of each set, not the
+    # 50,000 / 10,000 / 50,000 of CIFAR-10.
+    config = shrink(cifar10.get_config("protocol=train_test_split"), tmp_path / "tfds")
+    with helpers.mock_tfds(monkeypatch, 300):
+        with pytest.raises(ValueError, match=r"300/300/300 images, but the benchmark"):
+            run_setup.prepare_run(config, tmp_path / "work", create_split=True)
