@@ -27,9 +27,15 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
     return variants
 
 
-def data_fields(config: ml_collections.ConfigDict, dataset: str, protocol: str):
-    """Set the dataset, protocol, class names and metric K of a declared benchmark."""
-    benchmark = benchmarks.get(dataset, protocol)
+def data_fields(
+    config: ml_collections.ConfigDict, dataset: str, protocol: str, *, declared: bool = True
+):
+    """Set the dataset, protocol, class names and metric K of a declared benchmark.
+
+    With declared=False (a user's own data), class names come from the dataset and
+    mAP is computed over the whole database unless --config.top_k is set.
+    """
+    benchmark = benchmarks.get(dataset, protocol) if declared else None
     # Dataset name: one of this package's TFDS builders or a TFDS dataset name.
     config.dataset = dataset
     # Retrieval protocol (see semhash_jax/datasets/protocols.py).
@@ -39,7 +45,7 @@ def data_fields(config: ml_collections.ConfigDict, dataset: str, protocol: str):
     # "key<TAB>name[<TAB>more names]" line per class, or None for the names in
     # the dataset's label feature.
     config.class_names = ml_collections.config_dict.placeholder(str)
-    config.class_names = benchmark.class_names
+    config.class_names = benchmark.class_names if benchmark else None
     # Check the split sizes against the benchmark's (semhash_jax/datasets/benchmarks.py).
     # Set False for a subset of the data or for mock data.
     config.check_counts = True
@@ -54,7 +60,7 @@ def data_fields(config: ml_collections.ConfigDict, dataset: str, protocol: str):
     config.split_seed = 0
     # mAP@K cut-off: None ranks the whole database (mAP@all).
     config.top_k = ml_collections.config_dict.placeholder(int)
-    config.top_k = benchmark.top_k
+    config.top_k = benchmark.top_k if benchmark else None
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -97,7 +97,8 @@ def for_dataset(name_or_path: str | None, builder_names, num_classes: int) -> Cl
             )
         class_names = ClassNames(
             keys=tuple(str(index) for index in range(len(builder_names))),
-            names=tuple((name,) for name in builder_names),
+            # Folder names such as "ankle_boot" read as "ankle boot".
+            names=tuple((name.replace("_", " "),) for name in builder_names),
             source="the dataset's label feature",
         )
     if len(class_names) != num_classes:

@@ -27,12 +27,13 @@ METADATA_FILE = "protocol/protocol.json"
 class Protocol:
     """Rules that split a dataset into query, database and training ids.
 
-    Two kinds exist. A sampled protocol (`queries_per_class` set) pools
-    `splits`, draws `queries_per_class` queries per class from `query_split`,
-    makes every other pooled image a database item and draws `train_per_class`
-    training images per class from the database. A fixed protocol (no
-    `queries_per_class`) uses whole splits: queries are `query_split`, database
-    and training set are `database_split`.
+    Two kinds exist. A sampled protocol (`queries_per_class` or `query_fraction`
+    set) pools `splits`, draws `queries_per_class` queries per class (or that
+    fraction of each class, at least one image) from `query_split`, and makes every
+    other pooled image a database item. It draws `train_per_class` training images
+    per class from the database, or trains on the whole database when that is None.
+    A fixed protocol uses whole splits: queries are `query_split`, database and
+    training set are `database_split`.
     """
 
     name: str
@@ -41,6 +42,7 @@ class Protocol:
     query_split: str
     database_split: str | None = None
     queries_per_class: int | None = None
+    query_fraction: float | None = None
     train_per_class: int | None = None
 
 
@@ -65,6 +67,17 @@ PROTOCOLS = {
         splits=("train", "test"),
         query_split="test",
         database_split="train",
+    ),
+    # For a folder of images with no split: a tenth of each class as queries.
+    "holdout_per_class": Protocol(
+        name="holdout_per_class",
+        description=(
+            "10% of each class of the train split (at least one image) as queries; "
+            "database and training set: the other images"
+        ),
+        splits=("train",),
+        query_split="train",
+        query_fraction=0.1,
     ),
     # The same for datasets whose held-out split is called "validation" (ImageNet).
     "train_validation_split": Protocol(
@@ -168,7 +181,18 @@ def make_split(
         start = offsets[split_name]
         return np.arange(start, start + len(split_labels[split_name]))
 
-    if protocol.queries_per_class is None:
+    if protocol.query_fraction is not None:
+        rng = np.random.default_rng(seed)
+        candidates = ids_of(protocol.query_split)
+        chosen = []
+        for label in range(num_classes):
+            pool = candidates[labels[candidates] == label]
+            count = min(len(pool), max(1, round(protocol.query_fraction * len(pool))))
+            chosen.append(rng.choice(pool, size=count, replace=False))
+        query_ids = np.sort(np.concatenate(chosen))
+        database_ids = np.setdiff1d(pool_ids, query_ids)
+        train_ids = database_ids
+    elif protocol.queries_per_class is None:
         query_ids = ids_of(protocol.query_split)
         database_ids = ids_of(protocol.database_split)
         train_ids = database_ids

@@ -11,7 +11,7 @@ import pathlib
 from absl import logging
 import tensorflow_datasets as tfds
 
-from semhash_jax.datasets import fashion_mnist
+from semhash_jax.datasets import fashion_mnist, image_folder
 
 # This package's builders, by the name used in `config.dataset`.
 LOCAL_BUILDERS = {
@@ -22,6 +22,7 @@ LOCAL_BUILDERS = {
 # message, or None when every file is in place.
 _SOURCE_CHECKS = {
     "fashion_mnist": fashion_mnist.source_error,
+    image_folder.NAME: image_folder.source_error,
 }
 
 FILE_FORMAT = "array_record"
@@ -32,9 +33,26 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", str(pathlib.Path.home() / "tensorflow_datasets"))
 
 
-def get_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    """Return the TFDS builder for `name`, writing array_record files."""
+def get_builder(
+    name: str, data_dir: str | None, source_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
+    """Return the TFDS builder for `name`, writing array_record files.
+
+    The image folder builder (`name` "image_folder") takes its folder from `source_dir`.
+    """
     data_dir = data_dir or default_data_dir()
+    if name == image_folder.NAME:
+        if not source_dir:
+            raise ValueError(
+                "config.dataset='image_folder' needs --config.source_dir: "
+                f"{image_folder.INSTRUCTIONS}"
+            )
+        # The builder reads the class folders when it is created, so a bad folder is
+        # reported here, before TFDS wraps the error.
+        message = image_folder.source_error(source_dir)
+        if message and not image_folder.is_prepared(data_dir, source_dir):
+            raise FileNotFoundError(message)
+        return image_folder.ImageFolder(root=source_dir, data_dir=data_dir, file_format=FILE_FORMAT)
     if name in LOCAL_BUILDERS:
         return LOCAL_BUILDERS[name](data_dir=data_dir, file_format=FILE_FORMAT)
     try:
@@ -42,14 +60,15 @@ def get_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     except tfds.core.registered.DatasetNotFoundError as e:
         raise ValueError(
             f"Unknown dataset {name!r}: it is neither one of this package's "
-            f"builders ({', '.join(sorted(LOCAL_BUILDERS))}) nor a TFDS dataset. "
+            f"builders ({', '.join(sorted([*LOCAL_BUILDERS, image_folder.NAME]))}) nor a "
+            "TFDS dataset. "
             "Set --config.dataset to one of those names."
         ) from e
 
 
 def check_source(name: str, data_dir: str | None, source_dir: str | None):
     """Raise FileNotFoundError when `name` is neither prepared nor preparable."""
-    builder = get_builder(name, data_dir)
+    builder = get_builder(name, data_dir, source_dir)
     if builder.is_prepared():
         return
     check = _SOURCE_CHECKS.get(name)
@@ -72,7 +91,7 @@ def prepare(name: str, data_dir: str | None, source_dir: str | None) -> tfds.cor
     `source_dir` is handed to TFDS as the manual download directory; builders
     that download ignore it.
     """
-    builder = get_builder(name, data_dir)
+    builder = get_builder(name, data_dir, source_dir)
     if builder.is_prepared():
         logging.info("Dataset %s found prepared in %s.", name, builder.data_dir)
         return builder
