@@ -33,15 +33,7 @@ def get_config(arg: str | None = None):
     protocol = variants.get("protocol", "holdout_per_class")
     config_defaults.data_fields(config, "image_folder", protocol, declared=False)
     config.check_counts = False
-    config.image_size = 224
-    config.num_channels = 3
-    # ImageNet statistics, which suit most photographs.
-    config.mean = (0.485, 0.456, 0.406)
-    config.std = (0.229, 0.224, 0.225)
-    config.preprocess = "inception_crop"
-    config.augment_flip = False  # The inception crop flips on the host.
-    config.augment_max_shift = 0
-    config.cache_train_images = False
+    config_defaults.photo_preprocessing(config, image_size=224)
 
     config.model.backbone = "resnet50"
     config.model.stem = "imagenet"

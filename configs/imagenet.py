@@ -38,15 +38,7 @@ def get_config(arg: str | None = None):
     variants = config_defaults.parse_variants(arg, ("bits", "runlocal"))
     config = config_defaults.base_config()
     config_defaults.data_fields(config, "imagenet2012", "train_validation_split")
-    config.image_size = 224
-    config.num_channels = 3
-    # Per-channel mean and standard deviation of the ImageNet training images in [0, 1].
-    config.mean = (0.485, 0.456, 0.406)
-    config.std = (0.229, 0.224, 0.225)
-    config.preprocess = "inception_crop"
-    config.augment_flip = False  # The inception crop flips on the host.
-    config.augment_max_shift = 0
-    config.cache_train_images = False
+    config_defaults.photo_preprocessing(config, image_size=224)
     config.data_workers = 8
     config.text.model = _text_model()
     config.text.template = "a photo of a {}."

@@ -164,6 +164,20 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def photo_preprocessing(config: ml_collections.ConfigDict, image_size: int = 224):
+    """Set RGB photographs with inception crops and ImageNet statistics."""
+    config.image_size = image_size
+    config.num_channels = 3
+    # Per-channel mean and standard deviation of the ImageNet training images in
+    # [0, 1], which suit most photographs.
+    config.mean = (0.485, 0.456, 0.406)
+    config.std = (0.229, 0.224, 0.225)
+    config.preprocess = "inception_crop"
+    config.augment_flip = False  # The inception crop flips on the host.
+    config.augment_max_shift = 0
+    config.cache_train_images = False
+
+
 def set_bits(config: ml_collections.ConfigDict, variants: dict[str, str]):
     """Apply the "bits=K" variant (the code lengths of the field: 16, 32, 48, 64)."""
     if "bits" in variants:

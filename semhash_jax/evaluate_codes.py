@@ -9,6 +9,7 @@ as JSON; with --plots, writes the curves as PNG files.
 """
 
 import pathlib
+import sys
 
 from absl import app, flags, logging
 
@@ -45,6 +46,13 @@ def main(argv):
             f"Error: {FLAGS.query} has {query.bits}-bit codes but {FLAGS.database} has "
             f"{database.bits}-bit codes. Both sets must come from the same model."
         )
+    if FLAGS.top_k is not None and FLAGS.top_k < 1:
+        raise SystemExit(f"Error: --top_k={FLAGS.top_k} must be at least 1, or unset for all.")
+    if not 0 <= FLAGS.radius <= query.bits:
+        raise SystemExit(
+            f"Error: --radius={FLAGS.radius} must be in [0, {query.bits}] for these "
+            f"{query.bits}-bit codes."
+        )
     logging.info(
         "Evaluating %d queries against %d database items, %d bits.",
         len(query),
@@ -75,6 +83,12 @@ def main(argv):
         ("bits", results["bits"]),
     ]
     print(metrics.format_table(header, results))
+    if results["metrics"]["queries_without_relevant"] == results["num_queries"]:
+        print(
+            "Warning: no query shares a label with any database item, so every mean is "
+            f"NaN. Check that {FLAGS.query} and {FLAGS.database} use the same class ids.",
+            file=sys.stderr,
+        )
 
     if FLAGS.out:
         pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)

@@ -184,8 +184,8 @@ def test_evaluate_codes_reports_bad_file(tmp_path):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--top_k=0", "top_k must be a positive integer"),
-        ("--radius=13", r"radius must be an integer in \[0, 12\]"),
+        ("--top_k=0", "--top_k=0 must be at least 1"),
+        ("--radius=13", r"--radius=13 must be in \[0, 12\] for these 12-bit codes"),
     ],
 )
 def test_evaluate_codes_reports_bad_flag(tmp_path, flag, message):
@@ -198,7 +198,20 @@ def test_evaluate_codes_reports_bad_flag(tmp_path, flag, message):
 
     assert result.returncode != 0
     assert re.search(message, result.stderr)
+    assert "labels from" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_codes_warns_when_nothing_is_relevant(tmp_path):
+    code_files.write_code_file(tmp_path / "query.npz", SIGNS, np.array([5, 6]))
+    code_files.write_code_file(tmp_path / "database.npz", SIGNS, np.array([0, 1]))
+
+    result = run_evaluate_codes(
+        f"--query={tmp_path / 'query.npz'}", f"--database={tmp_path / 'database.npz'}"
+    )
+
+    assert result.returncode == 0
+    assert "Warning: no query shares a label" in result.stderr
 
 
 def test_evaluate_codes_names_files_on_label_mismatch(tmp_path):

@@ -474,9 +474,9 @@ def test_map_rejects_bad_input():
         call(queries=queries.astype(np.int64))
     with pytest.raises(ValueError, match="at least one query"):
         call(queries=queries[:0], query_labels=HAND_QUERY_CLASSES[:0])
-    with pytest.raises(ValueError, match="query_labels has 2 rows"):
+    with pytest.raises(ValueError, match="query labels have 2 rows"):
         call(query_labels=HAND_QUERY_CLASSES[:2])
-    with pytest.raises(ValueError, match="database_labels has 5 rows"):
+    with pytest.raises(ValueError, match="database labels have 5 rows"):
         call(database_labels=HAND_DATABASE_CLASSES[:5])
     with pytest.raises(ValueError, match="integer class ids"):
         call(query_labels=HAND_QUERY_CLASSES.astype(np.float32))

@@ -27,22 +27,22 @@ def prepare_labels(query_labels, database_labels, num_queries: int, num_database
     if query_labels.ndim not in (1, 2) or database_labels.ndim not in (1, 2):
         raise ValueError(
             "labels must be 1-D integer class ids or 2-D multi-hot arrays, got "
-            f"query_labels shape {query_labels.shape} and database_labels shape "
+            f"query labels shape {query_labels.shape} and database labels shape "
             f"{database_labels.shape}"
         )
     if query_labels.ndim != database_labels.ndim:
         raise ValueError(
-            "query_labels and database_labels must be of the same kind (both 1-D class "
+            "query labels and database labels must be of the same kind (both 1-D class "
             f"ids or both 2-D multi-hot), got shapes {query_labels.shape} and "
             f"{database_labels.shape}"
         )
     if query_labels.shape[0] != num_queries:
         raise ValueError(
-            f"query_labels has {query_labels.shape[0]} rows but there are {num_queries} query codes"
+            f"query labels have {query_labels.shape[0]} rows but there are {num_queries} query codes"
         )
     if database_labels.shape[0] != num_database:
         raise ValueError(
-            f"database_labels has {database_labels.shape[0]} rows but there are "
+            f"database labels have {database_labels.shape[0]} rows but there are "
             f"{num_database} database codes"
         )
 
@@ -51,14 +51,14 @@ def prepare_labels(query_labels, database_labels, num_queries: int, num_database
 
     if query_labels.shape[1] != database_labels.shape[1]:
         raise ValueError(
-            f"query_labels has {query_labels.shape[1]} classes but database_labels has "
+            f"query labels have {query_labels.shape[1]} classes but database labels have "
             f"{database_labels.shape[1]}"
         )
     if query_labels.shape[1] == 0:
         raise ValueError("multi-hot labels must have at least one class column, got 0")
     return (
-        pack_codes(_multi_hot_as_bool(query_labels, "query_labels")),
-        pack_codes(_multi_hot_as_bool(database_labels, "database_labels")),
+        pack_codes(_multi_hot_as_bool(query_labels, "query labels")),
+        pack_codes(_multi_hot_as_bool(database_labels, "database labels")),
         True,
     )
 
@@ -80,7 +80,7 @@ def relevant_counts(query_labels: np.ndarray, database_labels: np.ndarray) -> np
 
 
 def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray):
-    for name, labels in (("query_labels", query_labels), ("database_labels", database_labels)):
+    for name, labels in (("query labels", query_labels), ("database labels", database_labels)):
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
                 f"1-D {name} must be integer class ids, got dtype {labels.dtype}. "
@@ -89,7 +89,7 @@ def _class_ids_as_indices(query_labels: np.ndarray, database_labels: np.ndarray)
     common_dtype = np.result_type(query_labels.dtype, database_labels.dtype)
     if not np.issubdtype(common_dtype, np.integer):
         raise ValueError(
-            f"query_labels ({query_labels.dtype}) and database_labels "
+            f"query labels ({query_labels.dtype}) and database labels "
             f"({database_labels.dtype}) have no common integer dtype. Cast both to one."
         )
     all_labels = np.concatenate([query_labels, database_labels]).astype(common_dtype)
