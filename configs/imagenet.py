@@ -21,17 +21,8 @@ the local Hugging Face cache, else with the default all-MiniLM-L6-v2.
 """
 
 from semhash_jax import config_defaults
-from semhash_jax.text import embeddings
 
 TRAIN_IMAGES = 1_281_167
-
-
-def _text_model() -> str:
-    try:
-        embeddings.resolve_model_dir("bert-base-uncased")
-        return "bert-base-uncased"
-    except FileNotFoundError:
-        return embeddings.DEFAULT_TEXT_MODEL
 
 
 def get_config(arg: str | None = None):
@@ -40,7 +31,7 @@ def get_config(arg: str | None = None):
     config_defaults.data_fields(config, "imagenet2012", "train_validation_split")
     config_defaults.photo_preprocessing(config, image_size=224)
     config.data_workers = 8
-    config.text.model = _text_model()
+    config.text.model = config_defaults.bert_base_if_cached()
     config.text.template = "a photo of a {}."
 
     config.model.backbone = "resnet50"

@@ -55,6 +55,9 @@ def data_fields(
     # Folder with source files for this package's own builders, or the TFDS manual
     # download dir (ImageNet's tar files). None when TFDS downloads the data.
     config.source_dir = ml_collections.config_dict.placeholder(str)
+    # Folder with the list files of a list protocol (train.txt, test.txt,
+    # database.txt; see docs/datasets.md). Unused by other protocols.
+    config.list_dir = ml_collections.config_dict.placeholder(str)
     # Seed of the query/database/training draw; the drawn ids are saved in the
     # workdir and reused.
     config.split_seed = 0
@@ -176,6 +179,20 @@ def photo_preprocessing(config: ml_collections.ConfigDict, image_size: int = 224
     config.augment_flip = False  # The inception crop flips on the host.
     config.augment_max_shift = 0
     config.cache_train_images = False
+
+
+def bert_base_if_cached() -> str:
+    """Return "bert-base-uncased" when the local Hugging Face cache has it, else the default.
+
+    BERT-base is the text encoder of the paper; nothing is downloaded at run time.
+    """
+    from semhash_jax.text import embeddings
+
+    try:
+        embeddings.resolve_model_dir("bert-base-uncased")
+        return "bert-base-uncased"
+    except FileNotFoundError:
+        return embeddings.DEFAULT_TEXT_MODEL
 
 
 def set_bits(config: ml_collections.ConfigDict, variants: dict[str, str]):

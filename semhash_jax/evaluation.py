@@ -101,7 +101,9 @@ def evaluate_state(
     split = setup.split
 
     def encode(ids):
-        source = input_pipeline.PoolSource(setup.builder, split.splits, split.split_sizes, ids)
+        source = input_pipeline.PoolSource(
+            setup.builder, split.splits, split.split_sizes, ids, labels=split.labels
+        )
         return encoder.images(source, config.eval_batch_size, config.mean, config.std, transform)
 
     query_codes, query_labels = encode(split.query_ids)

@@ -18,10 +18,12 @@ class PoolSource:
     """Random access to pool ids across several TFDS splits.
 
     Item i is the record of `ids[i]`; a pool id is a position in the splits laid
-    end to end (see `datasets.protocols`).
+    end to end (see `datasets.protocols`). With `labels` (indexed by pool id, the
+    protocol split's labels), an item's label comes from there instead of the
+    record, as list protocols relabel records (ImageNet-100's 100 classes).
     """
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, splits, split_sizes, ids):
+    def __init__(self, builder: tfds.core.DatasetBuilder, splits, split_sizes, ids, labels=None):
         self._sources = [builder.as_data_source(split=name) for name in splits]
         for name, source, size in zip(splits, self._sources, split_sizes):
             if len(source) != size:
@@ -32,6 +34,10 @@ class PoolSource:
                 )
         self._offsets = np.cumsum((0,) + tuple(split_sizes[:-1]))
         self._ids = np.asarray(ids, dtype=np.int64)
+        self._labels = None if labels is None else np.asarray(labels)
+
+    def _label(self, record, pool_id: int):
+        return record["label"] if self._labels is None else self._labels[pool_id]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -40,7 +46,7 @@ class PoolSource:
         pool_id = int(self._ids[index])
         split = int(np.searchsorted(self._offsets, pool_id, side="right")) - 1
         record = self._sources[split][pool_id - int(self._offsets[split])]
-        return {"image": record["image"], "label": record["label"], "id": pool_id}
+        return {"image": record["image"], "label": self._label(record, pool_id), "id": pool_id}
 
     def __getitems__(self, indices) -> list[dict]:
         """Read several items, one batched read per split."""
@@ -55,7 +61,7 @@ class PoolSource:
             for position, record in zip(positions, records):
                 elements[position] = {
                     "image": record["image"],
-                    "label": record["label"],
+                    "label": self._label(record, int(pool_ids[position])),
                     "id": int(pool_ids[position]),
                 }
         return elements

@@ -97,11 +97,15 @@ def prepare_run(config, workdir, *, create_split: bool) -> Setup:
         config.split_seed,
         workdir,
         create=create_split,
+        list_dir=config.get("list_dir"),
+        check_lists=config.check_counts,
     )
     check_split_counts(config, split)
     label_feature = builder.info.features["label"]
+    # A list protocol defines its own classes (its label columns).
+    num_classes = protocols.get_protocol(config.protocol).list_columns
     names = class_names_lib.for_dataset(
-        config.class_names, tuple(label_feature.names), label_feature.num_classes
+        config.class_names, tuple(label_feature.names), num_classes or label_feature.num_classes
     )
     logging.info("Class names: %d from %s.", len(names), names.source)
     class_names = names.first

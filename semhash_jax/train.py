@@ -145,6 +145,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         setup.split.splits,
         setup.split.split_sizes,
         setup.split.train_ids,
+        labels=setup.split.labels,
     )
     if config.cache_train_images:
         source = input_pipeline.InMemorySource(source)

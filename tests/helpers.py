@@ -73,3 +73,17 @@ def mock_tfds(monkeypatch, num_examples: int):
 
     monkeypatch.setattr(mocking, "_getitems", _getitems_without_self)
     return tfds.testing.mock_data(num_examples=num_examples)
+
+
+def two_step_config(config, data_dir, **overrides):
+    """Return `config` cut to two training steps in `data_dir`, with top-level overrides."""
+    config.unlock()
+    config.data_dir = str(data_dir)
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.optimizer.warmup_steps = 1
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.lock()
+    return config

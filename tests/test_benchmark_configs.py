@@ -15,17 +15,7 @@ from semhash_jax import run_setup, train
 from tests import helpers
 
 
-def shrink(config, data_dir, **overrides):
-    config.unlock()
-    config.data_dir = str(data_dir)
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 2
-    config.optimizer.warmup_steps = 1
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    config.lock()
-    return config
+shrink = helpers.two_step_config
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 from configs import image_folder as image_folder_config
 from semhash_jax import run_setup, train
 from semhash_jax.datasets import class_names, image_folder, registry
+from tests import helpers
 
 CLASSES = ("ankle_boot", "sandal", "sneaker")
 
@@ -89,15 +90,11 @@ def test_folder_without_images_rejected(tmp_path):
 
 def test_runlocal_trains_on_folder(tmp_path):
     write_folder(tmp_path / "images")
-    config = image_folder_config.get_config("runlocal")
-    config.unlock()
-    config.source_dir = str(tmp_path / "images")
-    config.data_dir = str(tmp_path / "tfds")
-    config.num_train_steps = 2
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.optimizer.warmup_steps = 1
-    config.lock()
+    config = helpers.two_step_config(
+        image_folder_config.get_config("runlocal"),
+        tmp_path / "tfds",
+        source_dir=str(tmp_path / "images"),
+    )
     workdir = tmp_path / "work"
     results = train.train_and_evaluate(config, str(workdir))
     protocol = json.loads((workdir / "protocol/protocol.json").read_text())

@@ -76,6 +76,17 @@ _ALL = (
     ),
     Benchmark(
         dataset="imagenet2012",
+        protocol="imagenet100_lists",
+        description="ImageNet-100 (HashNet lists): 13,000 train, 5,000 query, 128,503 database",
+        num_classes=100,
+        class_names="imagenet100",
+        num_train=13_000,
+        num_query=5_000,
+        num_database=128_503,
+        top_k=1000,
+    ),
+    Benchmark(
+        dataset="imagenet2012",
         protocol="train_validation_split",
         description="Full ImageNet: 50,000 validation queries, 1,281,167 training images",
         num_classes=1000,

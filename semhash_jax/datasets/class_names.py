@@ -19,6 +19,7 @@ SHIPPED = {
     "cifar10": "cifar10.txt",
     "coco": "coco.txt",
     "imagenet2012": "imagenet2012.txt",
+    "imagenet100": "imagenet100.txt",
     "nuswide21": "nuswide21.txt",
     "nuswide81": "nuswide81.txt",
 }

@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from semhash_jax import atomic_files
+from semhash_jax.datasets import class_names as class_names_lib
+from semhash_jax.datasets import list_files
 
 SPLIT_FILE = "protocol/ids.npz"
 METADATA_FILE = "protocol/protocol.json"
@@ -33,7 +35,9 @@ class Protocol:
     other pooled image a database item. It draws `train_per_class` training images
     per class from the database, or trains on the whole database when that is None.
     A fixed protocol uses whole splits: queries are `query_split`, database and
-    training set are `database_split`.
+    training set are `database_split`. A list protocol (`lists` set) takes the
+    three sets and their labels from list files (see `list_files`) whose images
+    are found among the records of `splits` by file name.
     """
 
     name: str
@@ -44,6 +48,13 @@ class Protocol:
     queries_per_class: int | None = None
     query_fraction: float | None = None
     train_per_class: int | None = None
+    # List protocols: the list files, their label column count, the shipped class
+    # names whose keys (synset ids) the dataset's own labels must match, and where
+    # the files are published.
+    lists: tuple[list_files.ListFile, ...] = ()
+    list_columns: int | None = None
+    list_class_names: str | None = None
+    list_source: str = ""
 
 
 PROTOCOLS = {
@@ -78,6 +89,36 @@ PROTOCOLS = {
         splits=("train",),
         query_split="train",
         query_fraction=0.1,
+    ),
+    # ImageNet-100 (HashNet): 100 classes, lists of DeepHash-pytorch's data/imagenet.
+    "imagenet100_lists": Protocol(
+        name="imagenet100_lists",
+        description=(
+            "ImageNet-100 list files: 13,000 training images, 5,000 validation queries, "
+            "128,503 database images of 100 classes"
+        ),
+        splits=("train", "validation"),
+        query_split="validation",
+        lists=(
+            list_files.ListFile(
+                "train",
+                "train.txt",
+                13_000,
+                split="train",
+                sha256="c141cb443b3c674cd2b1e69700eadf85208a280f33ea15bd70edc082f94716d4",
+            ),
+            list_files.ListFile(
+                "query",
+                "test.txt",
+                5_000,
+                split="validation",
+                sha256="0aadea2e9afadd0e79ea734278b9dc390e66f6c10234d0b029c12fc6514885ed",
+            ),
+            list_files.ListFile("database", "database.txt", 128_503, split="train"),
+        ),
+        list_columns=100,
+        list_class_names="imagenet100",
+        list_source="published in data/imagenet of github.com/swuxyj/DeepHash-pytorch",
     ),
     # The same for datasets whose held-out split is called "validation" (ImageNet).
     "train_validation_split": Protocol(
@@ -126,21 +167,105 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def read_labels(
-    builder: tfds.core.DatasetBuilder, split: str, chunk_size: int = 65536
-) -> np.ndarray:
-    """Read the labels of one split in record order, without decoding images."""
+def read_field(
+    builder: tfds.core.DatasetBuilder, split: str, key: str, chunk_size: int = 65536
+) -> list:
+    """Read one feature of every record of a split in record order, without decoding images."""
     decoders = {
         key: tfds.decode.SkipDecoding()
         for key, feature in builder.info.features.items()
         if isinstance(feature, tfds.features.Image)
     }
     source = builder.as_data_source(split=split, decoders=decoders)
-    labels = []
+    values = []
     for start in range(0, len(source), chunk_size):
         indices = list(range(start, min(start + chunk_size, len(source))))
-        labels.extend(record["label"] for record in source.__getitems__(indices))
-    return np.asarray(labels, dtype=np.int64)
+        values.extend(record[key] for record in source.__getitems__(indices))
+    return values
+
+
+def as_text(value) -> str:
+    """Return a text feature's value (bytes, str, or a 0-d array of either) as str."""
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
+    """Read the labels of one split in record order, without decoding images."""
+    return np.asarray(read_field(builder, split, "label"), dtype=np.int64)
+
+
+def make_list_split(
+    protocol: Protocol,
+    dataset: str,
+    builder: tfds.core.DatasetBuilder,
+    list_dir,
+    *,
+    seed: int,
+    check: bool,
+) -> Split:
+    """Apply a list protocol: find every listed image in the pool and take its label.
+
+    `seed` is recorded with the split only; list protocols draw nothing.
+    """
+    if not list_dir:
+        raise ValueError(
+            f"Protocol {protocol.name!r} reads list files "
+            f"({', '.join(spec.file_name for spec in protocol.lists)}, "
+            f"{protocol.list_source}). Set --config.list_dir to the folder that contains them."
+        )
+    split_labels, indexes = [], {}
+    first_id = 0
+    for split in protocol.splits:
+        split_labels.append(read_labels(builder, split))
+        names = [as_text(name) for name in read_field(builder, split, "file_name")]
+        indexes[split] = list_files.name_index(names, first_id)
+        first_id += len(names)
+    sizes = tuple(len(labels) for labels in split_labels)
+    record_labels = np.concatenate(split_labels)
+    labels = np.full(first_id, -1, dtype=np.int64)
+    ids = {}
+    keys = None
+    if protocol.list_class_names:
+        keys = class_names_lib.load(protocol.list_class_names).keys
+    dataset_names = tuple(builder.info.features["label"].names)
+    for spec in protocol.lists:
+        path = pathlib.Path(list_dir) / spec.file_name
+        parsed = list_files.read_list(
+            list_dir, spec, protocol.list_columns, check=check, source=protocol.list_source
+        )
+        role_ids = list_files.find_records(parsed, path, spec.split, *indexes[spec.split])
+        role_labels = list_files.single_labels(parsed, path)
+        if keys is not None:
+            found = [dataset_names[label] for label in record_labels[role_ids]]
+            for row, (column, name) in enumerate(zip(role_labels, found)):
+                if keys[column] != name:
+                    raise ValueError(
+                        f"{path}:{parsed.line_numbers[row]}: label column {column} is "
+                        f"{keys[column]} in this protocol, but the image is a {name}. The "
+                        "list's columns are in another order than the published list's."
+                    )
+        clash = (labels[role_ids] >= 0) & (labels[role_ids] != role_labels)
+        if clash.any():
+            row = int(np.flatnonzero(clash)[0])
+            raise ValueError(
+                f"{path}:{parsed.line_numbers[row]}: image {parsed.file_names[row]!r} has "
+                "another label in an earlier list."
+            )
+        labels[role_ids] = role_labels
+        ids[spec.role] = np.sort(role_ids)
+    return Split(
+        protocol=protocol.name,
+        dataset=dataset,
+        seed=seed,
+        splits=protocol.splits,
+        split_sizes=sizes,
+        train_ids=ids["train"],
+        query_ids=ids["query"],
+        database_ids=ids["database"],
+        labels=labels,
+    )
 
 
 def _sample_per_class(
@@ -283,8 +408,15 @@ def get_or_create_split(
     seed: int,
     workdir: str | os.PathLike,
     create: bool = True,
+    *,
+    list_dir: str | None = None,
+    check_lists: bool = True,
 ) -> Split:
-    """Load the workdir's split, or draw and save it when `create` is set."""
+    """Load the workdir's split, or draw and save it when `create` is set.
+
+    List protocols read their files from `list_dir`; `check_lists` checks their line
+    counts and checksums.
+    """
     split = load_split(workdir)
     if split is not None:
         check_matches(split, protocol_name, dataset, seed, workdir)
@@ -303,9 +435,12 @@ def get_or_create_split(
             "first with `python -m semhash_jax.main --workdir=...` on this workdir."
         )
     protocol = get_protocol(protocol_name)
-    split_labels = {name: read_labels(builder, name) for name in protocol.splits}
-    num_classes = builder.info.features["label"].num_classes
-    split = make_split(protocol, dataset, split_labels, num_classes, seed)
+    if protocol.lists:
+        split = make_list_split(protocol, dataset, builder, list_dir, seed=seed, check=check_lists)
+    else:
+        split_labels = {name: read_labels(builder, name) for name in protocol.splits}
+        num_classes = builder.info.features["label"].num_classes
+        split = make_split(protocol, dataset, split_labels, num_classes, seed)
     save_split(split, workdir)
     logging.info(
         "Drew protocol %s split with seed %d: %d train, %d query, %d database; saved to %s.",

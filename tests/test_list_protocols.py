@@ -1,0 +1,160 @@
+"""List-file protocols (ImageNet-100) on TFDS mock data with list files written here.
+
+The mock imagenet2012 records have random file names and labels among the 1,000
+synsets. The test lists the records whose synset belongs to ImageNet-100, in the
+published format: a path, then 100 one-hot columns in the subset's order.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from configs import imagenet100
+from semhash_jax import run_setup, train
+from semhash_jax.datasets import class_names, list_files, protocols, registry
+from tests import helpers
+
+NUM_EXAMPLES = 400
+
+
+def subset_records(data_dir):
+    """Return {split: [(file name, column), ...]} of mock records in ImageNet-100."""
+    builder = registry.get_builder("imagenet2012", str(data_dir))
+    synsets = builder.info.features["label"].names
+    columns = {key: column for column, key in enumerate(class_names.load("imagenet100").keys)}
+    records = {}
+    for split in ("train", "validation"):
+        labels = protocols.read_labels(builder, split)
+        names = protocols.read_field(builder, split, "file_name")
+        names = [protocols.as_text(name) for name in names]
+        # Mock file names may contain spaces, which list rows cannot.
+        records[split] = [
+            (name, columns[synsets[label]], index)
+            for index, (name, label) in enumerate(zip(names, labels))
+            if synsets[label] in columns and name.split() == [name]
+        ]
+    return records
+
+
+def write_list(path, rows, prefix="images/"):
+    lines = []
+    for name, column, _ in rows:
+        one_hot = ["0"] * 100
+        one_hot[column] = "1"
+        lines.append(" ".join([prefix + name] + one_hot))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_lists(list_dir, records):
+    list_dir.mkdir(exist_ok=True)
+    write_list(list_dir / "train.txt", records["train"][::2])
+    write_list(list_dir / "test.txt", records["validation"])
+    write_list(list_dir / "database.txt", records["train"])
+
+
+def make_config(tmp_path, **overrides):
+    overrides.setdefault("list_dir", str(tmp_path / "lists"))
+    return helpers.two_step_config(
+        imagenet100.get_config("runlocal,bits=16"), tmp_path / "tfds", **overrides
+    )
+
+
+def test_imagenet100_lists_train_and_evaluate(tmp_path, monkeypatch):
+    with helpers.mock_tfds(monkeypatch, NUM_EXAMPLES):
+        records = subset_records(tmp_path / "tfds")
+        write_lists(tmp_path / "lists", records)
+        config = make_config(tmp_path)
+        setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+        split = setup.split
+        assert len(split.query_ids) == len(records["validation"])
+        assert len(split.database_ids) == len(records["train"])
+        assert len(split.train_ids) == len(records["train"][::2])
+        # Labels are the list's columns, not the 1,000-class record labels.
+        first_name, first_column, first_index = records["train"][0]
+        assert split.labels[first_index] == first_column
+        assert setup.class_names[0] == "cock"
+        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert math.isfinite(results["metrics"]["mAP@all"])
+
+
+def test_missing_image_reported_with_line(tmp_path, monkeypatch):
+    with helpers.mock_tfds(monkeypatch, NUM_EXAMPLES):
+        records = subset_records(tmp_path / "tfds")
+        write_lists(tmp_path / "lists", records)
+        test_list = tmp_path / "lists" / "test.txt"
+        lines = test_list.read_text().splitlines()
+        lines[2] = "images/no_such_image.JPEG " + lines[2].split(" ", 1)[1]
+        test_list.write_text("\n".join(lines) + "\n")
+        with pytest.raises(
+            ValueError, match=r"test.txt:3: image .no_such_image.JPEG. is not in split .validation."
+        ):
+            run_setup.prepare_run(make_config(tmp_path), tmp_path / "work", create_split=True)
+
+
+def test_permuted_columns_rejected(tmp_path, monkeypatch):
+    with helpers.mock_tfds(monkeypatch, NUM_EXAMPLES):
+        records = subset_records(tmp_path / "tfds")
+        shifted = {
+            split: [(name, (column + 1) % 100, index) for name, column, index in rows]
+            for split, rows in records.items()
+        }
+        write_lists(tmp_path / "lists", shifted)
+        with pytest.raises(ValueError, match=r"train.txt:1: label column .* another order"):
+            run_setup.prepare_run(make_config(tmp_path), tmp_path / "work", create_split=True)
+
+
+def test_short_list_fails_line_count(tmp_path):
+    (tmp_path / "test.txt").write_text("images/a.JPEG " + " ".join(["1"] + ["0"] * 99) + "\n")
+    spec = list_files.ListFile("query", "test.txt", 5000)
+    with pytest.raises(
+        ValueError, match="has 1 lines but the query list of this protocol has 5000"
+    ):
+        list_files.read_list(tmp_path, spec, 100)
+
+
+def test_published_checksum_enforced(tmp_path):
+    (tmp_path / "train.txt").write_text("images/a.JPEG 1 0\nimages/b.JPEG 0 1\n")
+    spec = list_files.ListFile("train", "train.txt", 2, sha256="0" * 64)
+    with pytest.raises(ValueError, match="not the published contents"):
+        list_files.read_list(tmp_path, spec, 2)
+    parsed = list_files.read_list(tmp_path, spec, 2, check=False)
+    assert parsed.file_names == ("a.JPEG", "b.JPEG")
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("images/a.JPEG 1 0 0", r"train.txt:2: expected a path and 2 label columns, got 3"),
+        ("images/a.JPEG 1 2", r"train.txt:2: label columns must be 0 or 1"),
+        ("", r"train.txt:2: empty line"),
+    ],
+)
+def test_malformed_row_names_line(tmp_path, row, message):
+    (tmp_path / "train.txt").write_text(f"images/x.JPEG 1 0\n{row}\nimages/y.JPEG 0 1\n")
+    spec = list_files.ListFile("train", "train.txt", 3)
+    with pytest.raises(ValueError, match=message):
+        list_files.read_list(tmp_path, spec, 2)
+
+
+def test_unlabelled_rows_dropped_and_counted(tmp_path):
+    (tmp_path / "train.txt").write_text("a.jpg 1 0\nb.jpg 0 0\nc.jpg 0 1\n")
+    spec = list_files.ListFile("train", "train.txt", 3)
+    parsed = list_files.read_list(tmp_path, spec, 2)
+    assert parsed.file_names == ("a.jpg", "c.jpg")
+    assert parsed.dropped_unlabelled == 1
+    np.testing.assert_array_equal(parsed.line_numbers, [1, 3])
+
+
+def test_several_labels_rejected_in_single_label_protocol(tmp_path):
+    (tmp_path / "train.txt").write_text("a.jpg 1 0\nb.jpg 1 1\n")
+    parsed = list_files.read_list(tmp_path, list_files.ListFile("train", "train.txt", 2), 2)
+    with pytest.raises(ValueError, match=r"train.txt:2: 2 labels in a single-label protocol"):
+        list_files.single_labels(parsed, tmp_path / "train.txt")
+
+
+def test_list_dir_required(tmp_path, monkeypatch):
+    with helpers.mock_tfds(monkeypatch, 20):
+        config = make_config(tmp_path, list_dir=None)
+        with pytest.raises(ValueError, match="Set --config.list_dir"):
+            run_setup.prepare_run(config, tmp_path / "work", create_split=True)
