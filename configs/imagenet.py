@@ -50,10 +50,7 @@ def get_config(arg: str | None = None):
 
     if "runlocal" in variants:
         config_defaults.runlocal(config)
-        config.image_size = 64
-        config.model.backbone = "resnet18"
+        config_defaults.small_photo_runlocal(config)
         config.data_workers = 0
-        config.batch_size = 16
-        config.eval_batch_size = 32
     config.lock()
     return config

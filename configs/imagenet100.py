@@ -26,27 +26,6 @@ from semhash_jax import config_defaults
 
 def get_config(arg: str | None = None):
     variants = config_defaults.parse_variants(arg, ("bits", "runlocal"))
-    config = config_defaults.base_config()
-    config_defaults.data_fields(config, "imagenet2012", "imagenet100_lists")
-    config_defaults.photo_preprocessing(config, image_size=224)
-    config.text.model = config_defaults.bert_base_if_cached()
-
-    config.model.backbone = "resnet50"
-    config.model.stem = "imagenet"
-    config.batch_size = 64
-    config.num_train_steps = 20_000
-    config.optimizer.learning_rate = 1e-4
-    config.optimizer.warmup_steps = 500
-    config.log_every_steps = 200
-    config.checkpoint_every_steps = 2000
-    config.eval_batch_size = 256
-    config_defaults.set_bits(config, variants)
-
-    if "runlocal" in variants:
-        config_defaults.runlocal(config)
-        config.image_size = 64
-        config.model.backbone = "resnet18"
-        config.batch_size = 16
-        config.eval_batch_size = 32
+    config = config_defaults.list_benchmark("imagenet2012", "imagenet100_lists", variants)
     config.lock()
     return config

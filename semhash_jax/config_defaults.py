@@ -41,7 +41,7 @@ def data_fields(
     # Retrieval protocol (see semhash_jax/datasets/protocols.py).
     config.protocol = protocol
     # Class names given to the text encoder: a shipped list (cifar10, coco,
-    # imagenet2012, nuswide21, nuswide81), a path to a file with one
+    # imagenet2012, imagenet100, nuswide21, nuswide81), a path to a file with one
     # "key<TAB>name[<TAB>more names]" line per class, or None for the names in
     # the dataset's label feature.
     config.class_names = ml_collections.config_dict.placeholder(str)
@@ -193,6 +193,51 @@ def bert_base_if_cached() -> str:
         return "bert-base-uncased"
     except FileNotFoundError:
         return embeddings.DEFAULT_TEXT_MODEL
+
+
+def pretrained_resnet50_fine_tuning(config: ml_collections.ConfigDict):
+    """Set the training of the list benchmarks: a ResNet-50 fine-tuned with Adam.
+
+    Batch 64 for 20,000 steps at learning rate 1e-4, with 500 warmup steps. The
+    weights come from --config.model.pretrained, as in the field.
+    """
+    config.model.backbone = "resnet50"
+    config.model.stem = "imagenet"
+    config.batch_size = 64
+    config.num_train_steps = 20_000
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.warmup_steps = 500
+    config.log_every_steps = 200
+    config.checkpoint_every_steps = 2000
+    config.eval_batch_size = 256
+
+
+def list_benchmark(
+    dataset: str, protocol: str, variants: dict[str, str], *, declared: bool = True
+) -> ml_collections.ConfigDict:
+    """Return the unlocked config of a list benchmark (ImageNet-100, COCO, NUS-WIDE).
+
+    Photographs with inception crops, BERT-base names when cached, a fine-tuned
+    ResNet-50 (`pretrained_resnet50_fine_tuning`), the "bits" and "runlocal" variants.
+    """
+    config = base_config()
+    data_fields(config, dataset, protocol, declared=declared)
+    photo_preprocessing(config, image_size=224)
+    config.text.model = bert_base_if_cached()
+    pretrained_resnet50_fine_tuning(config)
+    set_bits(config, variants)
+    if "runlocal" in variants:
+        runlocal(config)
+        small_photo_runlocal(config)
+    return config
+
+
+def small_photo_runlocal(config: ml_collections.ConfigDict):
+    """Shrink a photo config further for tests: ResNet-18 at 64 px, batch 16."""
+    config.image_size = 64
+    config.model.backbone = "resnet18"
+    config.batch_size = 16
+    config.eval_batch_size = 32
 
 
 def set_bits(config: ml_collections.ConfigDict, variants: dict[str, str]):

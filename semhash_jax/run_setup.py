@@ -101,12 +101,14 @@ def prepare_run(config, workdir, *, create_split: bool) -> Setup:
         check_lists=config.check_counts,
     )
     check_split_counts(config, split)
-    label_feature = builder.info.features["label"]
-    # A list protocol defines its own classes (its label columns).
+    # A list protocol defines its own classes (its label columns); datasets such as
+    # COCO have no single "label" feature.
     num_classes = protocols.get_protocol(config.protocol).list_columns
-    names = class_names_lib.for_dataset(
-        config.class_names, tuple(label_feature.names), num_classes or label_feature.num_classes
-    )
+    builder_names = ()
+    if "label" in builder.info.features:
+        builder_names = tuple(builder.info.features["label"].names)
+        num_classes = num_classes or builder.info.features["label"].num_classes
+    names = class_names_lib.for_dataset(config.class_names, builder_names, num_classes)
     logging.info("Class names: %d from %s.", len(names), names.source)
     class_names = names.first
     class_embeddings = embed_class_names(names, config.text, pathlib.Path(workdir) / "cache")

@@ -53,7 +53,10 @@ def make_train_step(
         images = augment(
             batch["image"], step_key, flip=config.augment_flip, max_shift=config.augment_max_shift
         )
-        labels = jax.nn.one_hot(batch["label"], num_classes)
+        if batch["label"].ndim == 1:
+            labels = jax.nn.one_hot(batch["label"], num_classes)
+        else:  # Multi-label data comes as multi-hot rows.
+            labels = batch["label"]
 
         def loss_fn(model):
             codes, prototypes = model(images, class_embeddings)

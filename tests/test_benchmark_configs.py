@@ -49,3 +49,34 @@ def test_short_dataset_fails_count_check(tmp_path, monkeypatch):
     with helpers.mock_tfds(monkeypatch, 300):
         with pytest.raises(ValueError, match=r"300/300/300 images, but the benchmark"):
             run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+
+
+@pytest.mark.parametrize(
+    "module_name, arg",
+    [
+        ("cifar10", None),
+        ("cifar10", "protocol=train_test_split,bits=64"),
+        ("imagenet", None),
+        ("imagenet100", "bits=48"),
+        ("coco", "bits=16"),
+        ("nuswide", None),
+        ("nuswide", "concepts=81,runlocal"),
+        ("image_folder", "protocol=train_test_split"),
+    ],
+)
+def test_config_passes_checks(module_name, arg):
+    import importlib
+
+    from semhash_jax import config_checks
+
+    config = importlib.import_module(f"configs.{module_name}").get_config(arg)
+    config_checks.check_config(config, 8)
+    if arg and "bits=" in arg:
+        assert config.bits == int(arg.split("bits=")[1].split(",")[0])
+
+
+def test_unknown_concepts_variant_rejected():
+    from configs import nuswide
+
+    with pytest.raises(ValueError, match="concepts='40'"):
+        nuswide.get_config("concepts=40")

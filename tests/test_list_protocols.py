@@ -8,9 +8,10 @@ published format: a path, then 100 one-hot columns in the subset's order.
 import math
 
 import numpy as np
+from PIL import Image
 import pytest
 
-from configs import imagenet100
+from configs import imagenet100, nuswide
 from semhash_jax import run_setup, train
 from semhash_jax.datasets import class_names, list_files, protocols, registry
 from tests import helpers
@@ -87,7 +88,8 @@ def test_missing_image_reported_with_line(tmp_path, monkeypatch):
         lines[2] = "images/no_such_image.JPEG " + lines[2].split(" ", 1)[1]
         test_list.write_text("\n".join(lines) + "\n")
         with pytest.raises(
-            ValueError, match=r"test.txt:3: image .no_such_image.JPEG. is not in split .validation."
+            ValueError,
+            match=r"test.txt:3: image .no_such_image.JPEG. is not in split\(s\) validation",
         ):
             run_setup.prepare_run(make_config(tmp_path), tmp_path / "work", create_split=True)
 
@@ -158,3 +160,41 @@ def test_list_dir_required(tmp_path, monkeypatch):
         config = make_config(tmp_path, list_dir=None)
         with pytest.raises(ValueError, match="Set --config.list_dir"):
             run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+
+
+def test_nuswide_multi_label_lists(tmp_path):
+    # NUS-WIDE's layout: <root>/images/<file>, labels only in the lists. The images
+    # are real PNG files; TFDS mock data cannot stand in for an image folder.
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "nus" / "images"
+    folder.mkdir(parents=True)
+    names = [f"{index:04d}_{rng.integers(10**9)}.png" for index in range(36)]
+    for name in names:
+        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    rows = (rng.uniform(size=(36, 21)) < 0.15).astype(int)
+    rows[1:, 0] = np.maximum(rows[1:, 0], rows[1:].sum(axis=1) == 0)
+    rows[0] = 0  # A row without labels is dropped, per the policy.
+    (tmp_path / "lists").mkdir()
+    for file_name, indices in (("train.txt", range(12)), ("test.txt", range(12, 18)),
+                               ("database.txt", range(18, 36))):  # fmt: skip
+        lines = [" ".join([f"images/{names[i]}"] + [str(v) for v in rows[i]]) for i in indices]
+        (tmp_path / "lists" / file_name).write_text("\n".join(lines) + "\n")
+    config = helpers.two_step_config(
+        nuswide.get_config("runlocal,bits=16"),
+        tmp_path / "tfds",
+        source_dir=str(tmp_path / "nus"),
+        list_dir=str(tmp_path / "lists"),
+    )
+    setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+    split = setup.split
+    assert split.labels.shape == (36, 21)
+    assert len(split.train_ids) == 11
+    assert len(split.query_ids) == 6
+    first_query = int(split.query_ids[0])
+    record = setup.builder.as_data_source(split="train")[first_query]
+    name = list_files.base_name(protocols.as_text(record["file_name"]))
+    np.testing.assert_array_equal(split.labels[first_query], rows[names.index(name)])
+    assert setup.class_names[:3] == ("animal", "beach", "buildings")
+    results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert math.isfinite(results["metrics"]["mAP@all"])

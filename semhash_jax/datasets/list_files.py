@@ -33,8 +33,9 @@ class ListFile:
 
     role: str
     file_name: str
-    lines: int
-    split: str = "train"
+    # Expected line count; None where no list is published (not checked).
+    lines: int | None
+    splits: tuple[str, ...] = ("train",)
     sha256: str | None = None
 
 
@@ -46,6 +47,11 @@ class ParsedList:
     labels: np.ndarray  # uint8 [rows, C]
     line_numbers: np.ndarray  # int64 [rows], 1-based
     dropped_unlabelled: int
+
+
+def base_name(path: str) -> str:
+    """Return the last component of a path with / or \\ separators."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _digest(path: pathlib.Path) -> str:
@@ -72,12 +78,12 @@ def read_list(
     if not path.is_file():
         raise FileNotFoundError(
             f"List file {str(path)!r} not found. Put the protocol's {spec.role} list "
-            f"({spec.file_name}, {spec.lines} lines{', ' + source if source else ''}) in "
+            f"({spec.file_name}{', ' + source if source else ''}) in "
             "--config.list_dir."
         )
     text = path.read_text(encoding="utf-8")
     rows = text.splitlines()
-    if check and len(rows) != spec.lines:
+    if check and spec.lines is not None and len(rows) != spec.lines:
         raise ValueError(
             f"{path} has {len(rows)} lines but the {spec.role} list of this protocol has "
             f"{spec.lines}. A short or different list would train or evaluate on other "
@@ -107,7 +113,7 @@ def read_list(
         if not any(row_labels):
             dropped += 1
             continue
-        file_names.append(fields[0].replace("\\", "/").rsplit("/", 1)[-1])
+        file_names.append(base_name(fields[0]))
         labels.append(row_labels)
         line_numbers.append(number)
     if dropped:
@@ -130,20 +136,25 @@ def name_index(names, first_id: int) -> tuple[dict[str, int], set[str]]:
     return index, repeated
 
 
-def find_records(parsed: ParsedList, path_for_errors, split: str, index, repeated) -> np.ndarray:
-    """Return the pool id of every row; raise naming the first row whose image is missing."""
+def find_records(parsed: ParsedList, path_for_errors, splits, indexes) -> np.ndarray:
+    """Return the pool id of every row; raise naming the first row whose image is missing.
+
+    `indexes` maps each split name to its `name_index`; a row's image is looked up
+    in `splits` in order.
+    """
     ids = np.empty(len(parsed.file_names), dtype=np.int64)
     for row, name in enumerate(parsed.file_names):
-        pool_id = index.get(name)
         where = f"{path_for_errors}:{parsed.line_numbers[row]}: image {name!r}"
-        if pool_id is None:
+        matches = [split for split in splits if name in indexes[split][0]]
+        if not matches:
             raise ValueError(
-                f"{where} is not in split {split!r} of the prepared dataset. Prepare the full "
-                "dataset, or check that the list belongs to this dataset."
+                f"{where} is not in split(s) {', '.join(splits)} of the prepared dataset. "
+                "Prepare the full dataset, or check that the list belongs to this dataset."
             )
-        if name in repeated:
-            raise ValueError(f"{where} names several records of split {split!r}.")
-        ids[row] = pool_id
+        split = matches[0]
+        if len(matches) > 1 or name in indexes[split][1]:
+            raise ValueError(f"{where} names several records of split(s) {', '.join(splits)}.")
+        ids[row] = indexes[split][0][name]
     return ids
 
 

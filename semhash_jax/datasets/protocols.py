@@ -55,6 +55,10 @@ class Protocol:
     list_columns: int | None = None
     list_class_names: str | None = None
     list_source: str = ""
+    # Multi-label lists keep every label of a row (multi-hot labels [N, C]).
+    multi_label: bool = False
+    # The record feature with the image's file name.
+    file_name_key: str = "file_name"
 
 
 PROTOCOLS = {
@@ -104,21 +108,100 @@ PROTOCOLS = {
                 "train",
                 "train.txt",
                 13_000,
-                split="train",
+                splits=("train",),
                 sha256="c141cb443b3c674cd2b1e69700eadf85208a280f33ea15bd70edc082f94716d4",
             ),
             list_files.ListFile(
                 "query",
                 "test.txt",
                 5_000,
-                split="validation",
+                splits=("validation",),
                 sha256="0aadea2e9afadd0e79ea734278b9dc390e66f6c10234d0b029c12fc6514885ed",
             ),
-            list_files.ListFile("database", "database.txt", 128_503, split="train"),
+            list_files.ListFile("database", "database.txt", 128_503, splits=("train",)),
         ),
         list_columns=100,
         list_class_names="imagenet100",
         list_source="published in data/imagenet of github.com/swuxyj/DeepHash-pytorch",
+    ),
+    # MS-COCO 2014 (HashNet): 80 categories, multi-label, images of train2014 and
+    # val2014 in every list.
+    "coco_lists": Protocol(
+        name="coco_lists",
+        description=(
+            "MS-COCO list files: 10,000 training images, 5,000 queries, 117,218 database "
+            "images, 80 categories, multi-label"
+        ),
+        splits=("train", "validation"),
+        query_split="validation",
+        lists=(
+            list_files.ListFile(
+                "train",
+                "train.txt",
+                10_000,
+                splits=("train", "validation"),
+                sha256="4708c66fa87bac20c85d470c29422c564b0a6811fc48d32a4714c23212e9500c",
+            ),
+            list_files.ListFile(
+                "query",
+                "test.txt",
+                5_000,
+                splits=("train", "validation"),
+                sha256="3f0e2c49e363bccbf5ed67cf8cd59cce2b04a7238417ba0c3baf876be3be90b7",
+            ),
+            list_files.ListFile(
+                "database", "database.txt", 117_218, splits=("train", "validation")
+            ),
+        ),
+        list_columns=80,
+        list_source="published in data/coco of github.com/swuxyj/DeepHash-pytorch",
+        multi_label=True,
+        file_name_key="image/filename",
+    ),
+    # NUS-WIDE (HashNet): the 21 most frequent concepts, multi-label, from a folder
+    # that contains the images (prepared with the image_folder builder).
+    "nuswide21_lists": Protocol(
+        name="nuswide21_lists",
+        description=(
+            "NUS-WIDE-21 list files: 10,500 training images, 2,100 queries, 193,734 "
+            "database images, 21 concepts, multi-label"
+        ),
+        splits=("train",),
+        query_split="train",
+        lists=(
+            list_files.ListFile(
+                "train",
+                "train.txt",
+                10_500,
+                sha256="c31007d63075cc173cb368f91475e4072a76b312b7dca0d14e88b1cc23586851",
+            ),
+            list_files.ListFile(
+                "query",
+                "test.txt",
+                2_100,
+                sha256="bbdbc13c08e340068064eb4f9849f33800139816fbe0e0792d5a49953581b41f",
+            ),
+            list_files.ListFile("database", "database.txt", 193_734),
+        ),
+        list_columns=21,
+        list_source="published in data/nuswide_21 of github.com/swuxyj/DeepHash-pytorch",
+        multi_label=True,
+    ),
+    # All 81 NUS-WIDE concepts, from lists of the same format that the user makes
+    # (no published lists to check against).
+    "nuswide81_lists": Protocol(
+        name="nuswide81_lists",
+        description="NUS-WIDE-81 list files (user-made): 81 concepts, multi-label",
+        splits=("train",),
+        query_split="train",
+        lists=(
+            list_files.ListFile("train", "train.txt", None),
+            list_files.ListFile("query", "test.txt", None),
+            list_files.ListFile("database", "database.txt", None),
+        ),
+        list_columns=81,
+        list_source="made by the user in the format of the 21-concept lists",
+        multi_label=True,
     ),
     # The same for datasets whose held-out split is called "validation" (ImageNet).
     "train_validation_split": Protocol(
@@ -215,28 +298,46 @@ def make_list_split(
             f"({', '.join(spec.file_name for spec in protocol.lists)}, "
             f"{protocol.list_source}). Set --config.list_dir to the folder that contains them."
         )
-    split_labels, indexes = [], {}
+    # The keys of the shipped class names (synset ids) are checked against the
+    # dataset's own labels where it has them.
+    keys = None
+    if protocol.list_class_names and "label" in builder.info.features:
+        keys = class_names_lib.load(protocol.list_class_names).keys
+        dataset_names = tuple(builder.info.features["label"].names)
+    sizes, record_labels, indexes = [], [], {}
     first_id = 0
     for split in protocol.splits:
-        split_labels.append(read_labels(builder, split))
-        names = [as_text(name) for name in read_field(builder, split, "file_name")]
+        # Rows and records are matched by the last component of their paths.
+        names = [
+            list_files.base_name(as_text(name))
+            for name in read_field(builder, split, protocol.file_name_key)
+        ]
         indexes[split] = list_files.name_index(names, first_id)
+        sizes.append(len(names))
         first_id += len(names)
-    sizes = tuple(len(labels) for labels in split_labels)
-    record_labels = np.concatenate(split_labels)
-    labels = np.full(first_id, -1, dtype=np.int64)
+        if keys is not None:
+            record_labels.append(read_labels(builder, split))
+    sizes = tuple(sizes)
+    if keys is not None:
+        record_labels = np.concatenate(record_labels)
+    if protocol.multi_label:
+        labels = np.zeros((first_id, protocol.list_columns), dtype=np.uint8)
+    else:
+        labels = np.full(first_id, -1, dtype=np.int64)
     ids = {}
-    keys = None
-    if protocol.list_class_names:
-        keys = class_names_lib.load(protocol.list_class_names).keys
-    dataset_names = tuple(builder.info.features["label"].names)
     for spec in protocol.lists:
         path = pathlib.Path(list_dir) / spec.file_name
         parsed = list_files.read_list(
             list_dir, spec, protocol.list_columns, check=check, source=protocol.list_source
         )
-        role_ids = list_files.find_records(parsed, path, spec.split, *indexes[spec.split])
-        role_labels = list_files.single_labels(parsed, path)
+        role_ids = list_files.find_records(parsed, path, spec.splits, indexes)
+        if protocol.multi_label:
+            role_labels = parsed.labels
+            assigned = labels[role_ids].any(axis=1)
+            clash = assigned & (labels[role_ids] != role_labels).any(axis=1)
+        else:
+            role_labels = list_files.single_labels(parsed, path)
+            clash = (labels[role_ids] >= 0) & (labels[role_ids] != role_labels)
         if keys is not None:
             found = [dataset_names[label] for label in record_labels[role_ids]]
             for row, (column, name) in enumerate(zip(role_labels, found)):
@@ -246,7 +347,6 @@ def make_list_split(
                         f"{keys[column]} in this protocol, but the image is a {name}. The "
                         "list's columns are in another order than the published list's."
                     )
-        clash = (labels[role_ids] >= 0) & (labels[role_ids] != role_labels)
         if clash.any():
             row = int(np.flatnonzero(clash)[0])
             raise ValueError(

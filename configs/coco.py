@@ -1,0 +1,31 @@
+r"""SemanticHash on MS-COCO 2014 (TFDS `coco/2014`), the multi-label hashing benchmark.
+
+TFDS downloads COCO 2014 (about 20 GB of images and annotations) when online. The
+protocol comes from the list files of HashNet, as published in data/coco of
+github.com/swuxyj/DeepHash-pytorch: train.txt (10,000 training images), test.txt
+(5,000 queries) and database.txt (117,218 database images), each row a path and 80
+columns of 0/1 labels in COCO category-id order. Line counts, and the SHA-256 of
+train.txt and test.txt, are checked before training. An item is relevant to a query
+when they share at least one category. Metric: mAP@5000.
+
+  python -m semhash_jax.main --config=configs/coco.py --config.list_dir=/path/to/lists \
+      --config.model.pretrained=/path/to/resnet50.safetensors --workdir=DIR
+
+Variants after the colon: bits=<K>, and runlocal (a few steps at 64 px with a
+ResNet-18 and no list checks, for tests on mock data).
+
+Settings: ResNet-50 at 224 px (ImageNet-pretrained weights through
+--config.model.pretrained), inception crops, softmax cross-entropy against the
+normalised label vector, Adam at 1e-4, batch 64 for 20,000 steps. These are
+starting points, not tuned values. Class names are embedded with bert-base-uncased
+when it is in the local Hugging Face cache, else with all-MiniLM-L6-v2.
+"""
+
+from semhash_jax import config_defaults
+
+
+def get_config(arg: str | None = None):
+    variants = config_defaults.parse_variants(arg, ("bits", "runlocal"))
+    config = config_defaults.list_benchmark("coco/2014", "coco_lists", variants)
+    config.lock()
+    return config
