@@ -7,11 +7,13 @@ published format: a path, then 100 one-hot columns in the subset's order.
 
 import math
 
+import tensorflow_datasets as tfds
+
 import numpy as np
 from PIL import Image
 import pytest
 
-from configs import imagenet100, nuswide
+from configs import coco, imagenet100, nuswide
 from semhash_jax import run_setup, train
 from semhash_jax.datasets import class_names, list_files, protocols, registry
 from tests import helpers
@@ -197,4 +199,66 @@ def test_nuswide_multi_label_lists(tmp_path):
     np.testing.assert_array_equal(split.labels[first_query], rows[names.index(name)])
     assert setup.class_names[:3] == ("animal", "beach", "buildings")
     results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert math.isfinite(results["metrics"]["mAP@all"])
+
+
+class FakeCocoSplit:
+    """Records of one split of coco/2014 with only the features the pipeline reads.
+
+    TFDS's mock generator cannot produce COCO's object sequences, so the test hands
+    tfds.testing.mock_data these records instead.
+    """
+
+    def __init__(self, split, size):
+        prefix = "train2014" if split == "train" else "val2014"
+        self.records = [
+            {
+                "image": np.full((24 + index % 5, 30, 3), index, dtype=np.uint8),
+                "image/filename": f"COCO_{prefix}_{index:012d}.jpg",
+            }
+            for index in range(size)
+        ]
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.records[index]
+
+    def __getitems__(self, indices):
+        return [self.records[index] for index in indices]
+
+
+def test_coco_lists_mix_train_and_validation(tmp_path, monkeypatch):
+    sizes = {"train": 30, "validation": 20}
+    fake = lambda builder, split, **kwargs: FakeCocoSplit(split, sizes[split])  # noqa: E731
+    rng = np.random.default_rng(0)
+    rows = {}
+    for split, prefix in (("train", "train2014"), ("validation", "val2014")):
+        for index in range(sizes[split]):
+            labels = np.zeros(80, dtype=int)
+            labels[rng.choice(80, size=rng.integers(1, 4), replace=False)] = 1
+            rows[f"{prefix}/COCO_{prefix}_{index:012d}.jpg"] = labels
+    paths = sorted(rows)
+    rng.shuffle(paths)
+    (tmp_path / "lists").mkdir()
+    for file_name, chosen in (("train.txt", paths[:15]), ("test.txt", paths[15:25]),
+                              ("database.txt", paths[25:])):  # fmt: skip
+        lines = [" ".join([path] + [str(v) for v in rows[path]]) for path in chosen]
+        (tmp_path / "lists" / file_name).write_text("\n".join(lines) + "\n")
+    config = helpers.two_step_config(
+        coco.get_config("runlocal,bits=16"), tmp_path / "tfds", list_dir=str(tmp_path / "lists")
+    )
+    with tfds.testing.mock_data(as_data_source_fn=fake):
+        setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+        split = setup.split
+        assert split.split_sizes == (30, 20)
+        assert split.labels.shape == (50, 80)
+        # A val2014 image of the query list: pool id = 30 + its index in validation.
+        query_path = next(path for path in paths[15:25] if path.startswith("val2014"))
+        pool_id = 30 + int(query_path[-16:-4])
+        assert pool_id in split.query_ids
+        np.testing.assert_array_equal(split.labels[pool_id], rows[query_path])
+        assert setup.class_names[-1] == "toothbrush"
+        results = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert math.isfinite(results["metrics"]["mAP@all"])
