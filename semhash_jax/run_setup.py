@@ -103,7 +103,10 @@ def prepare_run(config, workdir, *, create_split: bool) -> Setup:
     check_split_counts(config, split)
     # A list protocol defines its own classes (its label columns); datasets such as
     # COCO have no single "label" feature.
-    num_classes = protocols.get_protocol(config.protocol).list_columns
+    protocol = protocols.get_protocol(config.protocol)
+    num_classes = protocol.list_columns
+    if protocol.objects_key:
+        num_classes = builder.info.features[protocol.objects_key]["label"].num_classes
     builder_names = ()
     if "label" in builder.info.features:
         builder_names = tuple(builder.info.features["label"].names)

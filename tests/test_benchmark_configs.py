@@ -59,6 +59,7 @@ def test_short_dataset_fails_count_check(tmp_path, monkeypatch):
         ("imagenet", None),
         ("imagenet100", "bits=48"),
         ("coco", "bits=16"),
+        ("coco", "protocol=coco_sampled,year=2017"),
         ("nuswide", None),
         ("nuswide", "concepts=81,runlocal"),
         ("image_folder", "protocol=train_test_split"),

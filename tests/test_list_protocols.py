@@ -5,6 +5,7 @@ synsets. The test lists the records whose synset belongs to ImageNet-100, in the
 published format: a path, then 100 one-hot columns in the subset's order.
 """
 
+import dataclasses
 import math
 
 import tensorflow_datasets as tfds
@@ -262,3 +263,51 @@ def test_coco_lists_mix_train_and_validation(tmp_path, monkeypatch):
         assert setup.class_names[-1] == "toothbrush"
         results = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert math.isfinite(results["metrics"]["mAP@all"])
+
+
+class FakeCocoObjects(FakeCocoSplit):
+    """Fake COCO records with objects: record i holds categories {i % 7, i % 11}, none if i % 9 == 0."""
+
+    def __init__(self, split, size):
+        super().__init__(split, size)
+        for index, record in enumerate(self.records):
+            labels = [] if index % 9 == 0 else [index % 7, index % 11, index % 7]
+            record["objects"] = {"label": np.asarray(labels, dtype=np.int64)}
+
+
+def test_coco_sampled_labels_from_objects(tmp_path, monkeypatch):
+    sizes = {"train": 40, "validation": 20}
+    fake = lambda builder, split, **kwargs: FakeCocoObjects(split, sizes[split])  # noqa: E731
+    small = dataclasses.replace(
+        protocols.PROTOCOLS["coco_sampled"], queries_total=6, train_total=10
+    )
+    monkeypatch.setitem(protocols.PROTOCOLS, "coco_sampled", small)
+    config = helpers.two_step_config(
+        coco.get_config("protocol=coco_sampled,runlocal,bits=16"), tmp_path / "tfds"
+    )
+    with tfds.testing.mock_data(as_data_source_fn=fake):
+        setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+        split = setup.split
+        # 40 + 20 images, of which ids 0, 9, 18, 27, 36 (train) and 40, 49, 58
+        # (validation, indices 0, 9, 18) have no object.
+        no_object = [0, 9, 18, 27, 36, 40, 49, 58]
+        used = np.concatenate([split.query_ids, split.database_ids])
+        assert sorted(used) == [i for i in range(60) if i not in no_object]
+        assert len(split.query_ids) == 6
+        assert len(split.train_ids) == 10
+        assert set(split.train_ids) <= set(split.database_ids)
+        expected = np.zeros(80, dtype=np.uint8)
+        # Pool id 45 is validation record 5, whose objects are of categories 5 % 7 and
+        # 5 % 11, both 5.
+        expected[5] = 1
+        np.testing.assert_array_equal(split.labels[45], expected)
+        # Pool id 48 is validation record 8: categories 8 % 7 = 1 and 8 % 11 = 8.
+        np.testing.assert_array_equal(np.flatnonzero(split.labels[48]), [1, 8])
+        results = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert math.isfinite(results["metrics"]["mAP@all"])
+
+
+def test_coco_2017_needs_sampled_protocol():
+    with pytest.raises(ValueError, match="year=2017 with protocol=coco_sampled"):
+        coco.get_config("year=2017")
+    assert coco.get_config("year=2017,protocol=coco_sampled").dataset == "coco/2017"

@@ -97,6 +97,17 @@ _ALL = (
         top_k=5000,
     ),
     Benchmark(
+        dataset="coco/2014",
+        protocol="coco_sampled",
+        description="MS-COCO 2014 drawn by seed: 10,000 train, 5,000 query, 117,218 database",
+        num_classes=80,
+        class_names="coco",
+        num_train=10_000,
+        num_query=5_000,
+        num_database=117_218,
+        top_k=5000,
+    ),
+    Benchmark(
         dataset="image_folder",
         protocol="nuswide21_lists",
         description="NUS-WIDE-21 (HashNet lists): 10,500 train, 2,100 query, 193,734 database",

@@ -59,6 +59,12 @@ class Protocol:
     multi_label: bool = False
     # The record feature with the image's file name.
     file_name_key: str = "file_name"
+    # Object-label protocols (`objects_key` set): multi-hot labels from the class
+    # ids of each record's objects; `queries_total` queries and `train_total`
+    # training images drawn at random from the images with at least one object.
+    objects_key: str | None = None
+    queries_total: int | None = None
+    train_total: int | None = None
 
 
 PROTOCOLS = {
@@ -157,6 +163,21 @@ PROTOCOLS = {
         list_source="published in data/coco of github.com/swuxyj/DeepHash-pytorch",
         multi_label=True,
         file_name_key="image/filename",
+    ),
+    # MS-COCO without list files: the same sizes as HashNet's lists, drawn by seed
+    # from the train and validation images that have at least one object.
+    "coco_sampled": Protocol(
+        name="coco_sampled",
+        description=(
+            "5,000 queries and 10,000 training images drawn from the COCO images with "
+            "at least one object; database: every other such image; multi-label"
+        ),
+        splits=("train", "validation"),
+        query_split="validation",
+        multi_label=True,
+        objects_key="objects",
+        queries_total=5_000,
+        train_total=10_000,
     ),
     # NUS-WIDE (HashNet): the 21 most frequent concepts, multi-label, from a folder
     # that contains the images (prepared with the image_folder builder).
@@ -389,6 +410,57 @@ def _sample_per_class(
     return np.sort(np.concatenate(chosen))
 
 
+def objects_multi_hot(builder: tfds.core.DatasetBuilder, split: str, key: str) -> np.ndarray:
+    """Return uint8 [N, C]: for each record, which classes its objects belong to."""
+    num_classes = builder.info.features[key]["label"].num_classes
+    objects = read_field(builder, split, key)
+    multi_hot = np.zeros((len(objects), num_classes), dtype=np.uint8)
+    for row, record_objects in enumerate(objects):
+        multi_hot[row, np.asarray(record_objects["label"], dtype=np.int64)] = 1
+    return multi_hot
+
+
+def make_objects_split(
+    protocol: Protocol, dataset: str, builder: tfds.core.DatasetBuilder, seed: int
+) -> Split:
+    """Apply an object-label protocol: multi-hot labels, random query and training sets.
+
+    Images without any object are in no set, and their number is logged.
+    """
+    per_split = [
+        objects_multi_hot(builder, split, protocol.objects_key) for split in protocol.splits
+    ]
+    labels = np.concatenate(per_split)
+    labelled = np.flatnonzero(labels.any(axis=1))
+    logging.info(
+        "%d of %d images have at least one object; the others are left out.",
+        len(labelled),
+        len(labels),
+    )
+    needed = protocol.queries_total + protocol.train_total
+    if len(labelled) < needed:
+        raise ValueError(
+            f"Protocol {protocol.name!r} draws {protocol.queries_total} queries and "
+            f"{protocol.train_total} training images, but only {len(labelled)} images of "
+            f"{dataset} have an object. Prepare the full dataset."
+        )
+    rng = np.random.default_rng(seed)
+    query_ids = np.sort(rng.choice(labelled, size=protocol.queries_total, replace=False))
+    database_ids = np.setdiff1d(labelled, query_ids)
+    train_ids = np.sort(rng.choice(database_ids, size=protocol.train_total, replace=False))
+    return Split(
+        protocol=protocol.name,
+        dataset=dataset,
+        seed=seed,
+        splits=protocol.splits,
+        split_sizes=tuple(len(split_labels) for split_labels in per_split),
+        train_ids=train_ids,
+        query_ids=query_ids,
+        database_ids=database_ids,
+        labels=labels,
+    )
+
+
 def make_split(
     protocol: Protocol,
     dataset: str,
@@ -537,6 +609,8 @@ def get_or_create_split(
     protocol = get_protocol(protocol_name)
     if protocol.lists:
         split = make_list_split(protocol, dataset, builder, list_dir, seed=seed, check=check_lists)
+    elif protocol.objects_key:
+        split = make_objects_split(protocol, dataset, builder, seed)
     else:
         split_labels = {name: read_labels(builder, name) for name in protocol.splits}
         num_classes = builder.info.features["label"].num_classes
