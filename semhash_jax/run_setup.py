@@ -66,6 +66,8 @@ def embed_class_names(names: class_names_lib.ClassNames, text_config, cache_dir)
     )
     if text_config.lemmas == "first":
         return embed(names.first)
+    if all(len(class_names) == 1 for class_names in names.names):
+        logging.info("text.lemmas=average: every class has one name, so no names are averaged.")
     every_name = [name for class_names in names.names for name in class_names]
     owners = np.repeat(np.arange(len(names)), [len(class_names) for class_names in names.names])
     embedded = embed(every_name)

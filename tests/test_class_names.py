@@ -97,3 +97,13 @@ def test_lemma_average_is_normalised_mean(tmp_path):
     mean = (separate[0] + separate[1]) / 2
     np.testing.assert_allclose(averaged[0], mean / np.linalg.norm(mean), atol=1e-6)
     np.testing.assert_allclose(averaged[1], separate[2], atol=1e-6)
+
+
+def test_keys_in_another_order_rejected(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("sandal\tsandal\nankle_boot\tankle boot\nsneaker\tsneaker\n")
+    with pytest.raises(ValueError, match="another order than the dataset's labels"):
+        class_names.for_dataset(str(path), ("ankle_boot", "sandal", "sneaker"), 3)
+    path.write_text("ankle_boot\tankle boot\nsandal\tsandal\nsneaker\tsneaker\n")
+    names = class_names.for_dataset(str(path), ("ankle_boot", "sandal", "sneaker"), 3)
+    assert names.first == ("ankle boot", "sandal", "sneaker")

@@ -107,4 +107,15 @@ def for_dataset(name_or_path: str | None, builder_names, num_classes: int) -> Cl
             f"{class_names.source} names {len(class_names)} classes but the dataset has "
             f"{num_classes}. Set --config.class_names to a list with one line per class."
         )
+    builder_names = tuple(str(name) for name in builder_names)
+    if (
+        name_or_path
+        and set(class_names.keys) == set(builder_names)
+        and class_names.keys != builder_names
+    ):
+        raise ValueError(
+            f"{class_names.source} lists the dataset's classes ({', '.join(builder_names[:3])}, "
+            "...) as keys, but in another order than the dataset's labels. Write one line per "
+            f"class in label order: {', '.join(builder_names)}."
+        )
     return class_names

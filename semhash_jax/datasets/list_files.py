@@ -149,7 +149,9 @@ def find_records(parsed: ParsedList, path_for_errors, splits, indexes) -> np.nda
         if not matches:
             raise ValueError(
                 f"{where} is not in split(s) {', '.join(splits)} of the prepared dataset. "
-                "Prepare the full dataset, or check that the list belongs to this dataset."
+                "Prepare the full dataset, or check that the list belongs to this dataset. "
+                "An image folder is prepared once: after adding images, delete its prepared "
+                "copy (<data_dir>/image_folder/<name>_<hash>) to prepare it again."
             )
         split = matches[0]
         if len(matches) > 1 or name in indexes[split][1]:

@@ -616,10 +616,11 @@ def get_or_create_split(
         num_classes = builder.info.features["label"].num_classes
         split = make_split(protocol, dataset, split_labels, num_classes, seed)
     save_split(split, workdir)
+    origin = f"from the list files in {list_dir}" if protocol.lists else f"with seed {seed}"
     logging.info(
-        "Drew protocol %s split with seed %d: %d train, %d query, %d database; saved to %s.",
+        "Made protocol %s split %s: %d train, %d query, %d database; saved to %s.",
         protocol.name,
-        seed,
+        origin,
         len(split.train_ids),
         len(split.query_ids),
         len(split.database_ids),
