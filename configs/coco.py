@@ -23,8 +23,11 @@ checks, for tests on mock data).
 Settings: ResNet-50 at 224 px (ImageNet-pretrained weights through
 --config.model.pretrained), inception crops, softmax cross-entropy against the
 normalised label vector, Adam at 1e-4, batch 64 for 20,000 steps. These are
-starting points, not tuned values. Class names are embedded with bert-base-uncased
-when it is in the local Hugging Face cache, else with all-MiniLM-L6-v2.
+starting points, not tuned values.
+
+Class names are embedded with bert-base-uncased, the paper's text encoder,
+downloaded on first use. With HF_HUB_OFFLINE=1 it is used when cached, else
+all-MiniLM-L6-v2.
 """
 
 from semhash_jax import config_defaults

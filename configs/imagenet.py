@@ -16,8 +16,11 @@ batches and no count check, for tests on mock data).
 Training from scratch: ResNet-50 at 224 px with the ImageNet stem, inception crops,
 SGD with momentum, batch 1024, 90 epochs, 5 warmup epochs, learning rate 0.4
 (0.1 per 256 images). These follow the usual ResNet-50 ImageNet recipe and are not
-tuned for hashing. Class names are embedded with bert-base-uncased when it is in
-the local Hugging Face cache, else with the default all-MiniLM-L6-v2.
+tuned for hashing.
+
+Class names are embedded with bert-base-uncased, the paper's text encoder,
+downloaded on first use. With HF_HUB_OFFLINE=1 it is used when cached, else
+all-MiniLM-L6-v2.
 """
 
 from semhash_jax import config_defaults
@@ -31,7 +34,7 @@ def get_config(arg: str | None = None):
     config_defaults.data_fields(config, "imagenet2012", "train_validation_split")
     config_defaults.photo_preprocessing(config, image_size=224)
     config.data_workers = 8
-    config.text.model = config_defaults.bert_base_if_cached()
+    config.text.model = config_defaults.paper_text_model()
     config.text.template = "a photo of a {}."
 
     config.model.backbone = "resnet50"

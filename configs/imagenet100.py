@@ -5,8 +5,11 @@ docs/datasets.md) and the subset's three list files, train.txt (13,000 training
 images), test.txt (5,000 validation queries) and database.txt (128,503 database
 images), as published in data/imagenet of github.com/swuxyj/DeepHash-pytorch.
 Their line counts, and the SHA-256 of train.txt and test.txt, are checked before
-training. Metric: mAP@1000. Class names are embedded with bert-base-uncased when it
-is in the local Hugging Face cache, else with the default all-MiniLM-L6-v2.
+training. Metric: mAP@1000.
+
+Class names are embedded with bert-base-uncased, the paper's text encoder,
+downloaded on first use. With HF_HUB_OFFLINE=1 it is used when cached, else
+all-MiniLM-L6-v2.
 
   python -m semhash_jax.main --config=configs/imagenet100.py \
       --config.list_dir=/path/to/lists --config.model.pretrained=/path/to/resnet50.safetensors \

@@ -23,7 +23,8 @@ Variants after the colon: concepts=21|81, bits=<K>, runlocal (a few steps at 64 
 with a ResNet-18 and no list checks, for tests).
 
 Settings: as configs/coco.py (ResNet-50 at 224 px fine-tuned with Adam at 1e-4,
-batch 64, 20,000 steps); starting points, not tuned values.
+batch 64, 20,000 steps, bert-base-uncased class embeddings); starting points, not
+tuned values.
 """
 
 from semhash_jax import config_defaults

