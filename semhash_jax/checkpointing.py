@@ -18,6 +18,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from semhash_jax import input_errors
+
 CHECKPOINT_DIR = "checkpoints"
 
 # Config fields that decide parameter shapes and meaning. A checkpoint written
@@ -116,7 +118,8 @@ class Checkpointer:
 
         `data_iterator`, when given, is moved to the saved position in place.
         """
-        self.check_compatible(step)
+        with input_errors.tagged():
+            self.check_compatible(step)
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
         items = {"state": ocp.args.StandardRestore(target)}
         if data_iterator is not None:
@@ -129,6 +132,11 @@ class Checkpointer:
 
 def find_step(checkpointer: Checkpointer, step: int | None) -> int:
     """Return `step`, or the latest one, after checking that it exists."""
+    with input_errors.tagged():
+        return _find_step(checkpointer, step)
+
+
+def _find_step(checkpointer: Checkpointer, step: int | None) -> int:
     steps = checkpointer.all_steps()
     if not steps:
         raise FileNotFoundError(

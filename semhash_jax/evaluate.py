@@ -28,7 +28,9 @@ def main(argv):
 
     platform.hide_accelerators_from_tensorflow()
     logging.info("JAX devices: %s", jax.devices())
-    results = evaluation.evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step)
+    from semhash_jax import input_errors
+
+    results = input_errors.run(evaluation.evaluate, FLAGS.config, FLAGS.workdir, FLAGS.step)
     print(evaluation.format_results(results))
     print(f"Results written to {FLAGS.workdir}/eval/results.json")
 

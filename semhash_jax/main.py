@@ -31,7 +31,9 @@ def main(argv):
         jax.process_count(),
         jax.local_devices(),
     )
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    from semhash_jax import input_errors
+
+    results = input_errors.run(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
     print(evaluation.format_results(results))
     print(f"Results written to {FLAGS.workdir}/eval/results.json")
 

@@ -12,7 +12,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from semhash_jax import config_checks, sharding
+from semhash_jax import config_checks, input_errors, sharding
 from semhash_jax.datasets import benchmarks, class_names as class_names_lib
 from semhash_jax.datasets import protocols, registry
 from semhash_jax.text import embeddings as text_embeddings
@@ -80,7 +80,15 @@ def embed_class_names(names: class_names_lib.ClassNames, text_config, cache_dir)
 
 
 def prepare_run(config, workdir, *, create_split: bool) -> Setup:
-    """Check inputs, build the mesh, prepare data, split and text embeddings."""
+    """Check inputs, build the mesh, prepare data, split and text embeddings.
+
+    Errors raised here come from the user's input (see `input_errors`).
+    """
+    with input_errors.tagged():
+        return _prepare_run(config, workdir, create_split=create_split)
+
+
+def _prepare_run(config, workdir, *, create_split: bool) -> Setup:
     config_checks.check_config(config, jax.device_count())
     config_checks.check_workdir(workdir)
     config_checks.check_inputs(config)

@@ -107,7 +107,9 @@ def test_main_then_evaluate(data_dir, tmp_path):
         f"--config.data_dir={data_dir}",
     )
     assert wrong.returncode != 0
+    assert "Error: The checkpoint of step" in wrong.stderr
     assert "bits: checkpoint 24, config 32" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
 
 
 @pytest.mark.slow
@@ -132,3 +134,6 @@ def test_main_rejects_bad_config_before_work(data_dir, tmp_path, override, messa
     assert result.returncode != 0
     assert message in result.stderr
     assert not (workdir / "protocol").exists()
+    if override != "--config.bits=1.5":  # A flag type error, reported by absl's parser.
+        assert "Traceback" not in result.stderr
+        assert "Error: " in result.stderr
