@@ -2,9 +2,9 @@ r"""SemanticHash on MS-COCO 2014 (TFDS `coco/2014`), the multi-label hashing ben
 
 TFDS downloads COCO 2014 (about 20 GB of images and annotations) when online. The
 protocol comes from the list files of HashNet, as published in data/coco of
-github.com/swuxyj/DeepHash-pytorch: train.txt (10,000 training images), test.txt
-(5,000 queries) and database.txt (117,218 database images), each row a path and 80
-columns of 0/1 labels in COCO category-id order. Line counts, and the SHA-256 of
+github.com/swuxyj/DeepHash-pytorch. They are train.txt (10,000 training images),
+test.txt (5,000 queries) and database.txt (117,218 database images). Each row is a
+path and 80 columns of 0/1 labels in COCO category-id order. Line counts, and the SHA-256 of
 train.txt and test.txt, are checked before training. An item is relevant to a query
 when they share at least one category. Metric: mAP@5000.
 

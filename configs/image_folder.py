@@ -19,7 +19,7 @@ Variants after the colon, separated by commas:
   runlocal                     a few steps at 32 px with a small CNN, for tests.
 
 Defaults: ResNet-50 at 224 px with inception crops, Adam at 1e-4 for 5,000 steps
-of batch 64, mAP@all; set --config.model.pretrained to a torchvision or timm
+of batch 64, mAP@all. Set --config.model.pretrained to a torchvision or timm
 ResNet-50 safetensors file to fine-tune from ImageNet weights. These are starting
 points, not tuned values.
 """

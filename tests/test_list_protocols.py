@@ -23,7 +23,7 @@ NUM_EXAMPLES = 400
 
 
 def subset_records(data_dir):
-    """Return {split: [(file name, column), ...]} of mock records in ImageNet-100."""
+    """Return {split: [(file name, column, index in split), ...]} of mock ImageNet-100 records."""
     builder = registry.get_builder("imagenet2012", str(data_dir))
     synsets = builder.info.features["label"].names
     columns = {key: column for column, key in enumerate(class_names.load("imagenet100").keys)}
@@ -175,6 +175,7 @@ def test_nuswide_multi_label_lists(tmp_path):
     for name in names:
         pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / name)
+
     rows = (rng.uniform(size=(36, 21)) < 0.15).astype(int)
     rows[1:, 0] = np.maximum(rows[1:, 0], rows[1:].sum(axis=1) == 0)
     rows[0] = 0  # A row without labels is dropped, per the policy.
@@ -183,6 +184,7 @@ def test_nuswide_multi_label_lists(tmp_path):
                                ("database.txt", range(18, 36))):  # fmt: skip
         lines = [" ".join([f"images/{names[i]}"] + [str(v) for v in rows[i]]) for i in indices]
         (tmp_path / "lists" / file_name).write_text("\n".join(lines) + "\n")
+
     config = helpers.two_step_config(
         nuswide.get_config("runlocal,bits=16"),
         tmp_path / "tfds",
@@ -190,6 +192,7 @@ def test_nuswide_multi_label_lists(tmp_path):
         list_dir=str(tmp_path / "lists"),
     )
     setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+
     split = setup.split
     assert split.labels.shape == (36, 21)
     assert len(split.train_ids) == 11
@@ -240,6 +243,7 @@ def test_coco_lists_mix_train_and_validation(tmp_path, monkeypatch):
             labels = np.zeros(80, dtype=int)
             labels[rng.choice(80, size=rng.integers(1, 4), replace=False)] = 1
             rows[f"{prefix}/COCO_{prefix}_{index:012d}.jpg"] = labels
+
     paths = sorted(rows)
     rng.shuffle(paths)
     (tmp_path / "lists").mkdir()
@@ -247,11 +251,13 @@ def test_coco_lists_mix_train_and_validation(tmp_path, monkeypatch):
                               ("database.txt", paths[25:])):  # fmt: skip
         lines = [" ".join([path] + [str(v) for v in rows[path]]) for path in chosen]
         (tmp_path / "lists" / file_name).write_text("\n".join(lines) + "\n")
+
     config = helpers.two_step_config(
         coco.get_config("runlocal,bits=16"), tmp_path / "tfds", list_dir=str(tmp_path / "lists")
     )
     with tfds.testing.mock_data(as_data_source_fn=fake):
         setup = run_setup.prepare_run(config, tmp_path / "work", create_split=True)
+
         split = setup.split
         assert split.split_sizes == (30, 20)
         assert split.labels.shape == (50, 80)
@@ -266,7 +272,7 @@ def test_coco_lists_mix_train_and_validation(tmp_path, monkeypatch):
 
 
 class FakeCocoObjects(FakeCocoSplit):
-    """Fake COCO records with objects: record i holds categories {i % 7, i % 11}, none if i % 9 == 0."""
+    """Fake COCO records with objects of categories {i % 7, i % 11}, none if i % 9 == 0."""
 
     def __init__(self, split, size):
         super().__init__(split, size)

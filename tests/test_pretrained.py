@@ -1,8 +1,8 @@
 """Pretrained ResNet weights in PyTorch layout, converted on load.
 
 The test writes a randomly initialised ResNet-18 checkpoint with torchvision's
-tensor names and shapes (numpy + safetensors), loads it into the nnx backbone and
-compares the features with a forward pass written here in PyTorch's conventions
+tensor names and shapes (numpy + safetensors) and loads it into the nnx backbone.
+It compares the features with a forward pass written here in PyTorch's conventions
 (NCHW, OIHW kernels, symmetric padding, eval-mode batch norm).
 """
 

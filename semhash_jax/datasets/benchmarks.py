@@ -96,6 +96,8 @@ _ALL = (
         num_database=117_218,
         top_k=5000,
     ),
+    # NOTE: 117,218 assumes the 122,218 annotated train2014 + val2014 images that
+    # HashNet's lists come from; it has not been checked on a prepared coco/2014.
     Benchmark(
         dataset="coco/2014",
         protocol="coco_sampled",

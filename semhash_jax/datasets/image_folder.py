@@ -117,10 +117,10 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
 
     def _class_names(self) -> tuple[str, ...]:
         if self._classes is None:
-            # A prepared dataset keeps its class names, so it stays usable when the
-            # source folder is gone.
+            # A prepared dataset keeps its class names, so it is not scanned again and
+            # stays usable when the source folder is gone.
             prepared_names = pathlib.Path(self.data_path) / "label.labels.txt"
-            if not self._root.is_dir() and prepared_names.is_file():
+            if prepared_names.is_file():
                 self._classes = tuple(prepared_names.read_text().split("\n")[:-1])
             else:
                 self._classes = scan(self._root)[0]

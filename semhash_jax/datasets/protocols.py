@@ -59,9 +59,9 @@ class Protocol:
     multi_label: bool = False
     # The record feature with the image's file name.
     file_name_key: str = "file_name"
-    # Object-label protocols (`objects_key` set): multi-hot labels from the class
-    # ids of each record's objects; `queries_total` queries and `train_total`
-    # training images drawn at random from the images with at least one object.
+    # Object-label protocols (`objects_key` set) take multi-hot labels from the class
+    # ids of each record's objects. They draw `queries_total` queries and
+    # `train_total` training images at random from the images with an object.
     objects_key: str | None = None
     queries_total: int | None = None
     train_total: int | None = None
@@ -124,6 +124,8 @@ PROTOCOLS = {
                 splits=("validation",),
                 sha256="0aadea2e9afadd0e79ea734278b9dc390e66f6c10234d0b029c12fc6514885ed",
             ),
+            # NOTE: no SHA-256 for the database lists: they are not in the public
+            # repository snapshot, so only their line counts are checked.
             list_files.ListFile("database", "database.txt", 128_503, splits=("train",)),
         ),
         list_columns=100,

@@ -47,11 +47,12 @@ def get_builder(
                 "config.dataset='image_folder' needs --config.source_dir: "
                 f"{image_folder.INSTRUCTIONS}"
             )
-        # The builder reads the class folders when it is created, so a bad folder is
-        # reported here, before TFDS wraps the error.
-        message = image_folder.source_error(source_dir)
-        if message and not image_folder.is_prepared(data_dir, source_dir):
-            raise FileNotFoundError(message)
+        # An unprepared folder is scanned when the builder is created, so a bad folder
+        # is reported here, before TFDS wraps the error. A prepared one is not scanned.
+        if not image_folder.is_prepared(data_dir, source_dir):
+            message = image_folder.source_error(source_dir)
+            if message:
+                raise FileNotFoundError(message)
         return image_folder.ImageFolder(root=source_dir, data_dir=data_dir, file_format=FILE_FORMAT)
     if name in LOCAL_BUILDERS:
         return LOCAL_BUILDERS[name](data_dir=data_dir, file_format=FILE_FORMAT)

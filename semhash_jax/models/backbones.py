@@ -20,7 +20,7 @@ def conv(in_channels, out_channels, kernel: int, *, rngs, stride: int = 1):
     """Bias-free convolution with PyTorch-style padding (see `_pad`).
 
     XLA's "SAME" padding puts the extra pixel of a strided convolution at the end,
-    which shifts the sampling grid against PyTorch's; the explicit padding keeps
+    which shifts the sampling grid against PyTorch's. The explicit padding keeps
     converted torchvision and timm weights exact.
     """
     return nnx.Conv(
@@ -73,6 +73,7 @@ class BasicBlock(nnx.Module):
     """ResNet basic block: two 3x3 convs with a shortcut."""
 
     expansion = 1
+    num_convs = 2
 
     def __init__(self, in_channels, width, stride, *, rngs):
         out = width * self.expansion
@@ -93,6 +94,7 @@ class Bottleneck(nnx.Module):
     """ResNet bottleneck block: 1x1, 3x3 (strided), 1x1 convs with a shortcut."""
 
     expansion = 4
+    num_convs = 3
 
     def __init__(self, in_channels, width, stride, *, rngs):
         out = width * self.expansion
@@ -166,14 +168,20 @@ class ResNet(nnx.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
+# Block type and blocks per stage of each ResNet depth.
+RESNET_LAYOUTS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+
 BACKBONES: dict[str, Callable[..., nnx.Module]] = {
     "small_cnn": lambda in_channels, rngs, stem: SmallCNN(in_channels, rngs=rngs),
-    "resnet18": lambda in_channels, rngs, stem: ResNet(
-        BasicBlock, (2, 2, 2, 2), in_channels, rngs=rngs, stem=stem
-    ),
-    "resnet50": lambda in_channels, rngs, stem: ResNet(
-        Bottleneck, (3, 4, 6, 3), in_channels, rngs=rngs, stem=stem
-    ),
+    **{
+        name: lambda in_channels, rngs, stem, layout=layout: ResNet(
+            *layout, in_channels, rngs=rngs, stem=stem
+        )
+        for name, layout in RESNET_LAYOUTS.items()
+    },
 }
 
 

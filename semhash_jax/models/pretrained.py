@@ -27,8 +27,10 @@ _KNOWN_PREFIXES = ("module.", "model.", "backbone.", "encoder.")
 _NORM_FIELDS = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 
 
-def _torch_names(stage_sizes, layers_per_block: int) -> dict[str, tuple]:
+def _torch_names(backbone_name: str) -> dict[str, tuple]:
     """Return {PyTorch tensor name: nnx state path} for a ResNet backbone."""
+    block_type, stage_sizes = backbones.RESNET_LAYOUTS[backbone_name]
+    layers_per_block = block_type.num_convs
     names = {"conv1.weight": ("stem_conv", "kernel")}
     for field, target in _NORM_FIELDS.items():
         names[f"bn1.{field}"] = ("stem_norm", target)
@@ -51,12 +53,6 @@ def _torch_names(stage_sizes, layers_per_block: int) -> dict[str, tuple]:
                 )
             block += 1
     return names
-
-
-_LAYOUTS = {
-    "resnet18": ((2, 2, 2, 2), 2),
-    "resnet50": ((3, 4, 6, 3), 3),
-}
 
 
 def _strip_prefix(tensors: dict) -> dict:
@@ -90,9 +86,10 @@ def load_resnet(path: str | os.PathLike, backbone_name: str, backbone_params: di
     from safetensors.numpy import load_file
 
     path = pathlib.Path(path)
-    if backbone_name not in _LAYOUTS:
+    if not supported(backbone_name):
         raise ValueError(
-            f"Pretrained weights are supported for {', '.join(sorted(_LAYOUTS))}, not "
+            "Pretrained weights are supported for "
+            f"{', '.join(sorted(backbones.RESNET_LAYOUTS))}, not "
             f"config.model.backbone={backbone_name!r}."
         )
     if not path.is_file():
@@ -106,8 +103,7 @@ def load_resnet(path: str | os.PathLike, backbone_name: str, backbone_params: di
     except Exception as e:  # safetensors raises its own error types for bad headers.
         raise ValueError(f"Cannot read {str(path)!r} as safetensors: {e}") from e
 
-    stage_sizes, layers_per_block = _LAYOUTS[backbone_name]
-    names = _torch_names(stage_sizes, layers_per_block)
+    names = _torch_names(backbone_name)
     params = _copy_tree(backbone_params)
     expected_paths = {p for p in names.values() if _get(params, p) is not None}
     needed = {name for name, target in names.items() if target in expected_paths}
@@ -155,4 +151,4 @@ def _copy_tree(tree):
 
 def supported(backbone_name: str) -> bool:
     """Return whether pretrained weights can be loaded into `backbone_name`."""
-    return backbone_name in _LAYOUTS and backbone_name in backbones.BACKBONES
+    return backbone_name in backbones.RESNET_LAYOUTS
