@@ -11,8 +11,9 @@ Protocols (docs/datasets.md):
   python -m semhash_jax.main --config=configs/cifar10.py:protocol=train_test_split,bits=64 \
       --workdir=DIR
 
-Variants after the colon, separated by commas: protocol=<name>, bits=<K>, and
-runlocal (a few steps with small batches and no count check, for tests on mock
+Variants after the colon, separated by commas: protocol=<name>, bits=<K>,
+zero_shot (hold out "cat" and "truck" from training; their prototypes come from
+their names, and their queries are scored apart), and runlocal (a few steps with small batches and no count check, for tests on mock
 data). Training settings (ResNet-18 with the 3x3 stem at 32 px, Adam, 100 epochs
 of protocol (a)'s 5,000 images or 40 of protocol (b)'s 50,000) are chosen, not tuned.
 """
@@ -21,7 +22,7 @@ from semhash_jax import config_defaults
 
 
 def get_config(arg: str | None = None):
-    variants = config_defaults.parse_variants(arg, ("protocol", "bits", "runlocal"))
+    variants = config_defaults.parse_variants(arg, ("protocol", "bits", "zero_shot", "runlocal"))
     config = config_defaults.base_config()
     protocol = variants.get("protocol", "query1000_per_class")
     config_defaults.data_fields(config, "cifar10", protocol)
@@ -46,6 +47,9 @@ def get_config(arg: str | None = None):
     config.optimizer.weight_decay = 0.05
     config.checkpoint_every_steps = 2000
     config_defaults.set_bits(config, variants)
+    if "zero_shot" in variants:
+        # Each has a seen class near it in text and in looks (dog, automobile).
+        config.unseen_classes = ("cat", "truck")
 
     if "runlocal" in variants:
         config_defaults.runlocal(config)

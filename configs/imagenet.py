@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
     config_defaults.photo_preprocessing(config, image_size=224)
     config.data_workers = 8
     config.text.model = config_defaults.paper_text_model()
-    config.text.template = "a photo of a {}."
+    config.text.templates = ("a photo of a {}.",)
 
     config.model.backbone = "resnet50"
     config.model.stem = "imagenet"

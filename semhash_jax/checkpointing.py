@@ -32,7 +32,12 @@ SHAPE_FIELDS = (
     "model.stem",
     "model.semantic_hidden",
     "text.model",
+    "text.space",
+    "unseen_classes",
 )
+
+# Values of the fields above in checkpoints written before the field existed.
+_FIELD_DEFAULTS = {"text.space": "bert", "unseen_classes": []}
 
 
 def _get_field(config, dotted: str):
@@ -53,7 +58,9 @@ def config_fingerprint(config, embedding_dim: int, num_classes: int) -> dict:
 class Checkpointer:
     """Save and restore train state, data position and config in a workdir."""
 
-    def __init__(self, workdir, *, fingerprint: dict, config=None, max_to_keep: int = 3):
+    def __init__(self, workdir, *, fingerprint: dict | None, config=None, max_to_keep: int = 3):
+        """`fingerprint` None restores without the compatibility check (the caller
+        builds the state from the checkpoint's own config)."""
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
         self._fingerprint = fingerprint
         self._config_json = json.loads(config.to_json()) if config is not None else None
@@ -91,6 +98,13 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
+    def saved_config(self, step: int) -> dict:
+        """Return the config (as a JSON dict) that checkpoint `step` was written with."""
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+        )
+        return restored["config"]["config"]
+
     def check_compatible(self, step: int):
         """Raise when checkpoint `step` was written under another config."""
         restored = self._manager.restore(
@@ -98,9 +112,9 @@ class Checkpointer:
         )
         saved = restored["config"]["fingerprint"]
         differences = {
-            key: (saved.get(key), value)
+            key: (saved.get(key, _FIELD_DEFAULTS.get(key)), value)
             for key, value in self._fingerprint.items()
-            if saved.get(key) != value
+            if saved.get(key, _FIELD_DEFAULTS.get(key)) != value
         }
         if differences:
             details = "; ".join(
@@ -118,8 +132,9 @@ class Checkpointer:
 
         `data_iterator`, when given, is moved to the saved position in place.
         """
-        with input_errors.tagged():
-            self.check_compatible(step)
+        if self._fingerprint is not None:
+            with input_errors.tagged():
+                self.check_compatible(step)
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
         items = {"state": ocp.args.StandardRestore(target)}
         if data_iterator is not None:

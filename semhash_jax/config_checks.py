@@ -13,7 +13,7 @@ import tempfile
 from semhash_jax import losses, preprocessing
 from semhash_jax.datasets import class_names, protocols, registry
 from semhash_jax.models import backbones, pretrained
-from semhash_jax.text import embeddings
+from semhash_jax.text import embeddings, semantic_space
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -96,10 +96,13 @@ def check_config(config, device_count: int):
         raise ValueError(
             f"config.crop_fraction={config.crop_fraction!r} must be in (0, 1], e.g. 0.875."
         )
-    if config.text.template.count("{}") != 1:
+    _check_text(config.text)
+    if isinstance(config.unseen_classes, str) or not all(
+        isinstance(name, str) for name in config.unseen_classes
+    ):
         raise ValueError(
-            f"config.text.template={config.text.template!r} must contain exactly "
-            "one '{}' where the class name goes."
+            f"config.unseen_classes={config.unseen_classes!r} must be a tuple of class "
+            'names, e.g. --config.unseen_classes=\'("shirt", "ankle boot")\'.'
         )
     warmup = config.optimizer.warmup_steps
     if (
@@ -115,6 +118,28 @@ def check_config(config, device_count: int):
     if config.optimizer.learning_rate <= 0:
         raise ValueError(
             f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be positive."
+        )
+
+
+def _check_text(text):
+    _check_choice(text.space, "text.space", semantic_space.SPACES)
+    templates = text.templates
+    if isinstance(templates, str) or not templates:
+        raise ValueError(
+            f"config.text.templates={templates!r} must be a non-empty tuple of templates, "
+            "e.g. --config.text.templates='(\"a photo of a {}.\",)'."
+        )
+    for template in templates:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ValueError(
+                f"config.text.templates contains {template!r}, which must contain exactly "
+                "one '{}' where the class name goes."
+            )
+    _check_positive_int(text.random_dim, "text.random_dim")
+    if text.space == "word_vectors" and not text.word_vectors:
+        raise ValueError(
+            "config.text.space='word_vectors' needs --config.text.word_vectors=<file>: a "
+            "GloVe, word2vec (text) or fastText .vec file."
         )
 
 
@@ -137,7 +162,13 @@ def check_inputs(config):
                 ".safetensors file with torchvision or timm ResNet weights, or '' to train "
                 "from scratch."
             )
-    try:
-        embeddings.resolve_model_dir(config.text.model)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"Invalid --config.text.model: {e}") from e
+    if config.text.space == "bert":
+        try:
+            embeddings.resolve_model_dir(config.text.model)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"Invalid --config.text.model: {e}") from e
+    if config.text.space == "word_vectors" and not os.path.isfile(config.text.word_vectors):
+        raise FileNotFoundError(
+            f"config.text.word_vectors={config.text.word_vectors!r} is not a file. Give a "
+            "GloVe, word2vec (text) or fastText .vec file, optionally gzipped."
+        )

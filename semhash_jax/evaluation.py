@@ -5,9 +5,13 @@ alike, and ranked by Hamming distance with ties broken by database index.
 Results go to `workdir/eval/results.json` (the latest evaluation) and
 `workdir/eval/results_step<N>.json`. The codes of the latest evaluation go to
 `workdir/eval/query.npz`, `database.npz` and `prototypes.npz`, code files that
-`python -m semhash_jax.evaluate_codes` and other toolkits read.
+`python -m semhash_jax.evaluate_codes` and other toolkits read, and the text side
+of the run to `class_embeddings.npz`. Zero-shot runs also score the queries of
+unseen and seen classes apart. `evaluate_transfer` scores a model on another
+dataset (cross-dataset retrieval).
 """
 
+import json
 import pathlib
 
 from absl import logging
@@ -18,11 +22,14 @@ import numpy as np
 from semhash_jax import atomic_files, checkpointing, input_pipeline, preprocessing, run_setup
 from semhash_jax import sharding
 from semhash_jax import train_state as train_state_lib
-from semhash_jax.retrieval import code_files
+from semhash_jax.datasets import protocols
+from semhash_jax.retrieval import classification, code_files
 from semhash_jax.retrieval import codes as codes_lib
 from semhash_jax.retrieval import metrics as metrics_lib
 
 EVAL_DIR = "eval"
+# Text side of the latest evaluation (see `write_class_embeddings`).
+CLASS_EMBEDDINGS_FILE = "class_embeddings.npz"
 
 
 class Encoder:
@@ -88,16 +95,107 @@ def format_results(results: dict) -> str:
             f"{protocol['num_query']} / {protocol['num_database']} / {protocol['num_train']}",
         ),
     ]
-    return metrics_lib.format_table(rows, results)
+    transfer = results.get("transfer")
+    if transfer:
+        rows.append(
+            ("model from", f"{transfer['source_workdir']} (step {transfer['source_step']})")
+        )
+    extra = [
+        ("nearest-prototype accuracy", results["classification"]["nearest_prototype_accuracy"])
+    ]
+    zero_shot = results.get("zero_shot")
+    if zero_shot:
+        for group in ("unseen", "seen"):
+            scores = zero_shot[f"{group}_queries"] or {}
+            for name, value in scores.items():
+                if name.startswith(("mAP", "tie_aware")):
+                    extra.append((f"{group}-class queries {name}", value))
+        for name, value in zero_shot["classification"].items():
+            extra.append((f"accuracy {name}", value))
+    return metrics_lib.format_table(rows, results, extra)
+
+
+def _subset_metrics(config, setup, mask, query, database) -> dict | None:
+    """Return the scalar retrieval metrics of the queries in `mask`, or None if there are none."""
+    if not mask.any():
+        return None
+    return metrics_lib.retrieval_metrics(
+        query[0][mask],
+        query[1][mask],
+        database[0],
+        database[1],
+        bits=config.bits,
+        top_k=config.top_k,
+        radius=config.get("radius", 2),
+        pr_curve=False,
+        mesh=setup.mesh,
+    )["metrics"]
+
+
+def zero_shot_scores(config, setup, query, database, query_bits, prototype_bits) -> dict:
+    """Score the queries of unseen and seen classes apart.
+
+    `query` and `database` are (packed codes, labels) pairs. A query counts as
+    unseen when any of its labels is an unseen class. Classification accuracies:
+    unseen queries among the unseen prototypes only (conventional zero-shot),
+    unseen and seen queries among all prototypes (generalised zero-shot).
+    """
+    unseen_classes = np.flatnonzero(~setup.seen)
+    query_labels = query[1]
+    unseen = protocols.has_any_class(query_labels, unseen_classes)
+    accuracy = classification.nearest_prototype_accuracy
+    return {
+        "unseen_classes": [setup.class_names[c] for c in unseen_classes],
+        "num_unseen_queries": int(unseen.sum()),
+        "num_seen_queries": int((~unseen).sum()),
+        "unseen_queries": _subset_metrics(config, setup, unseen, query, database),
+        "seen_queries": _subset_metrics(config, setup, ~unseen, query, database),
+        "classification": {
+            "unseen_among_unseen": accuracy(
+                query_bits[unseen], query_labels[unseen], prototype_bits, unseen_classes
+            ),
+            "unseen_among_all": accuracy(query_bits[unseen], query_labels[unseen], prototype_bits),
+            "seen_among_all": accuracy(query_bits[~unseen], query_labels[~unseen], prototype_bits),
+        },
+    }
+
+
+def write_class_embeddings(path, setup: run_setup.Setup) -> None:
+    """Write the text side of a run: raw embeddings, centring mean, seen classes, vocabulary."""
+    text_mean = setup.text_mean
+    atomic_files.save_npz(
+        path,
+        embeddings=setup.raw_embeddings.astype(np.float32),
+        network_inputs=setup.class_embeddings.astype(np.float32),
+        class_names=np.asarray(setup.class_names, dtype=str),
+        seen=setup.seen,
+        vocabulary=np.asarray(setup.vocabulary, dtype=str),
+        text_mean=np.zeros(0, np.float32) if text_mean is None else text_mean.astype(np.float32),
+    )
 
 
 def evaluate_state(
-    config, workdir, *, step: int, setup: run_setup.Setup, graphdef: nnx.GraphDef, state: nnx.State
+    config,
+    workdir,
+    *,
+    step: int,
+    setup: run_setup.Setup,
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    transform=None,
+    checkpoint_workdir=None,
+    transfer: dict | None = None,
 ) -> dict:
-    """Score one model state on the protocol split and write the results."""
+    """Score one model state on the protocol split and write the results.
+
+    `transform` defaults to `preprocessing.eval_transform(config)`. The checkpoint
+    came from `checkpoint_workdir` (default: `workdir`); `transfer` describes the
+    source model of a cross-dataset evaluation and is stored with the results.
+    """
     logging.info("Evaluating step %d.", step)
     encoder = Encoder(graphdef, state, setup.mesh)
-    transform = preprocessing.eval_transform(config)
+    if transform is None:
+        transform = preprocessing.eval_transform(config)
     split = setup.split
 
     def encode(ids):
@@ -116,16 +214,18 @@ def evaluate_state(
     query_codes = codes_lib.binarize(query_codes)
     database_codes = codes_lib.binarize(database_codes)
     prototypes = codes_lib.binarize(prototypes)
+    query = (codes_lib.pack_codes(query_codes), query_labels)
+    database = (codes_lib.pack_codes(database_codes), database_labels)
     scores = metrics_lib.retrieval_metrics(
-        codes_lib.pack_codes(query_codes),
-        query_labels,
-        codes_lib.pack_codes(database_codes),
-        database_labels,
+        *query,
+        *database,
         bits=config.bits,
         top_k=config.top_k,
         radius=config.get("radius", 2),
         mesh=setup.mesh,
     )
+    query_bits, prototype_bits = query_codes > 0, prototypes > 0
+    accuracy = classification.nearest_prototype_accuracy(query_bits, query_labels, prototype_bits)
 
     results = {
         "step": int(step),
@@ -146,7 +246,22 @@ def evaluate_state(
         "no_relevant_rule": scores["no_relevant_rule"],
         "empty_ball_rule": scores["empty_ball_rule"],
         "binarization": "sign, with sign(0) = +1",
+        "classification": {
+            "nearest_prototype_accuracy": accuracy,
+            "rule": classification.TIE_RULE,
+        },
+        "checkpoint": {
+            "workdir": str(pathlib.Path(checkpoint_workdir or workdir).absolute()),
+            "step": int(step),
+        },
+        "config": json.loads(config.to_json_best_effort()),
     }
+    if not setup.seen.all():
+        results["zero_shot"] = zero_shot_scores(
+            config, setup, query, database, query_bits, prototype_bits
+        )
+    if transfer is not None:
+        results["transfer"] = transfer
 
     if jax.process_index() == 0:
         eval_dir = pathlib.Path(workdir) / EVAL_DIR
@@ -163,6 +278,8 @@ def evaluate_state(
                 path, codes, labels, ids=ids, class_names=np.asarray(setup.class_names)
             )
             results["code_files"][name] = str(path)
+        write_class_embeddings(eval_dir / CLASS_EMBEDDINGS_FILE, setup)
+        results["code_files"]["class_embeddings"] = str(eval_dir / CLASS_EMBEDDINGS_FILE)
         atomic_files.write_json(eval_dir / f"results_step{step}.json", results)
         atomic_files.write_json(eval_dir / "results.json", results)
         logging.info("Wrote %s and the code files in %s.", eval_dir / "results.json", eval_dir)

@@ -141,6 +141,49 @@ class EvalCrop(grain.transforms.Map):
         return {**element, "image": image}
 
 
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Convert uint8 [H, W, C] to `channels` channels: grey to RGB by repetition, RGB
+    to grey by ITU-R BT.601 luma (Pillow's "L" mode)."""
+    if image.shape[2] == channels:
+        return image
+    if image.shape[2] == 1 and channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if image.shape[2] == 3 and channels == 1:
+        return np.asarray(Image.fromarray(image).convert("L"))[..., None]
+    raise ValueError(
+        f"Cannot convert images with {image.shape[2]} channels to {channels} channels; "
+        "only grey <-> RGB is supported."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputCrop(grain.transforms.Map):
+    """Bring any image to a model's input: channel conversion, then resize and center
+    crop to `size` (no resize for images that already have it).
+
+    For a model evaluated on another dataset than it was trained on.
+    """
+
+    size: int
+    channels: int
+    crop_fraction: float
+
+    def map(self, element: dict) -> dict:
+        image = convert_channels(_as_hwc(element["image"], element["id"]), self.channels)
+        if image.shape[:2] != (self.size, self.size):
+            image = center_crop(image, self.size, self.crop_fraction)
+        return {**element, "image": np.ascontiguousarray(image)}
+
+
+def model_input_transform(config):
+    """Return a `ModelInputCrop` for the model input of `config` (image size and channels).
+
+    Models trained on fixed-size images see whole images (crop fraction 1).
+    """
+    crop_fraction = config.crop_fraction if config.preprocess == "inception_crop" else 1.0
+    return ModelInputCrop(config.image_size, config.num_channels, crop_fraction)
+
+
 def train_transform(config):
     """Return the grain transform that brings training images to the model's size."""
     if config.preprocess == "inception_crop":

@@ -2,7 +2,7 @@
 
 Order: check the config, the workdir and the inputs (so that a bad value fails
 in seconds), build the mesh, prepare the dataset, load or draw the protocol
-split, and embed the class names.
+split, hold out the zero-shot classes, and embed the class names.
 """
 
 import dataclasses
@@ -15,31 +15,34 @@ import numpy as np
 from semhash_jax import config_checks, input_errors, sharding
 from semhash_jax.datasets import benchmarks, class_names as class_names_lib
 from semhash_jax.datasets import protocols, registry
-from semhash_jax.text import embeddings as text_embeddings
+from semhash_jax.text import semantic_space
 
 
 @dataclasses.dataclass
 class Setup:
-    """Everything a run needs before its first step, shared with evaluation."""
+    """Everything a run needs before its first step, shared with evaluation.
+
+    `class_embeddings` are the vectors the semantic hash network receives (centred
+    when config.text.center is set); `raw_embeddings` are the text embeddings
+    before centring and `text_mean` is the mean that was subtracted (None without
+    centring). `seen[c]` is False for the zero-shot classes held out of training.
+    """
 
     mesh: jax.sharding.Mesh
     builder: object
     split: protocols.Split
     class_names: tuple[str, ...]
     class_embeddings: np.ndarray
+    raw_embeddings: np.ndarray
+    text_mean: np.ndarray | None
+    seen: np.ndarray
+    # Class names that define the dimensions of a one_hot space.
+    vocabulary: tuple[str, ...]
 
-
-def center_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """Subtract the mean over classes, then L2-normalise each row.
-
-    Class names embedded with one prompt template share a large common
-    component (all-MiniLM-L6-v2 gives cosine 0.3-0.6 between unrelated
-    Fashion-MNIST classes). Removing it leaves the differences between
-    classes, which the semantic hash network must turn into distinct codes.
-    """
-    centered = embeddings - embeddings.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(centered, axis=1, keepdims=True)
-    return (centered / np.maximum(norms, 1e-12)).astype(np.float32)
+    @property
+    def seen_classes(self) -> np.ndarray:
+        """Return the ids of the classes trained on, in label order."""
+        return np.flatnonzero(self.seen)
 
 
 def check_split_counts(config, split: protocols.Split):
@@ -54,17 +57,19 @@ def check_split_counts(config, split: protocols.Split):
     logging.info("Split sizes match the benchmark: %s.", benchmark.description)
 
 
-def embed_class_names(names: class_names_lib.ClassNames, text_config, cache_dir) -> np.ndarray:
-    """Embed each class's first name, or average all its names (text.lemmas="average")."""
-    embed = lambda texts: text_embeddings.class_name_embeddings(
-        texts,
-        model=text_config.model,
-        template=text_config.template,
-        pooling=text_config.pooling,
-        normalize=text_config.normalize,
-        cache_dir=cache_dir,
+def embed_class_names(
+    names: class_names_lib.ClassNames, text_config, cache_dir, *, vocabulary=None
+) -> np.ndarray:
+    """Embed each class's first name, or average all its names (text.lemmas="average").
+
+    `vocabulary` (the one_hot space's classes) defaults to the first names.
+    """
+    vocabulary = names.first if vocabulary is None else vocabulary
+    embed = lambda texts: semantic_space.embed_texts(
+        texts, text_config, vocabulary=vocabulary, cache_dir=cache_dir
     )
-    if text_config.lemmas == "first":
+    # One-hot vectors belong to classes, not to names.
+    if text_config.lemmas == "first" or text_config.space == "one_hot":
         return embed(names.first)
     if all(len(class_names) == 1 for class_names in names.names):
         logging.info("text.lemmas=average: every class has one name, so no names are averaged.")
@@ -79,16 +84,69 @@ def embed_class_names(names: class_names_lib.ClassNames, text_config, cache_dir)
     return averaged.astype(np.float32)
 
 
-def prepare_run(config, workdir, *, create_split: bool) -> Setup:
+def find_unseen_classes(unseen_names, names: class_names_lib.ClassNames) -> np.ndarray:
+    """Return bool [C], True for the classes named in `config.unseen_classes`.
+
+    A class matches by any of its names, ignoring case.
+    """
+    if isinstance(unseen_names, str):
+        raise ValueError(
+            f"config.unseen_classes={unseen_names!r} must be a tuple of class names, "
+            f"e.g. --config.unseen_classes='(\"{unseen_names}\",)'."
+        )
+    lookup = {}
+    for index, class_names in enumerate(names.names):
+        for name in class_names:
+            lookup.setdefault(name.lower(), index)
+    unseen = np.zeros(len(names), bool)
+    unknown = []
+    for name in unseen_names:
+        index = lookup.get(str(name).lower())
+        if index is None:
+            unknown.append(name)
+        elif unseen[index]:
+            raise ValueError(f"config.unseen_classes names class {names.first[index]!r} twice.")
+        else:
+            unseen[index] = True
+    if unknown:
+        raise ValueError(
+            f"config.unseen_classes contains {unknown}, which are not class names of this "
+            f"dataset ({names.source}). Class names: {', '.join(names.first)}."
+        )
+    if unseen.all():
+        raise ValueError(
+            "config.unseen_classes holds out every class, so nothing is left to train on. "
+            "Hold out fewer classes."
+        )
+    return unseen
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpace:
+    """The text space of a model trained on another dataset (cross-dataset evaluation).
+
+    `vocabulary` holds the source's class names (the dimensions of a one_hot space),
+    `mean` the mean subtracted from its embeddings (None without centring), and
+    `seen_names` the lowercased names of the classes it was trained on.
+    """
+
+    vocabulary: tuple[str, ...]
+    mean: np.ndarray | None
+    seen_names: frozenset[str]
+
+
+def prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None = None) -> Setup:
     """Check inputs, build the mesh, prepare data, split and text embeddings.
 
+    With `source`, the class names are embedded in that model's space, and a class
+    counts as seen when the source model was trained on a class of the same name.
     Errors raised here come from the user's input (see `input_errors`).
     """
     with input_errors.tagged():
-        return _prepare_run(config, workdir, create_split=create_split)
+        return _prepare_run(config, workdir, create_split=create_split, source=source)
 
 
-def _prepare_run(config, workdir, *, create_split: bool) -> Setup:
+def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None) -> Setup:
     config_checks.check_config(config, jax.device_count())
     config_checks.check_workdir(workdir)
     config_checks.check_inputs(config)
@@ -123,8 +181,44 @@ def _prepare_run(config, workdir, *, create_split: bool) -> Setup:
         num_classes = num_classes or builder.info.features["label"].num_classes
     names = class_names_lib.for_dataset(config.class_names, builder_names, num_classes)
     logging.info("Class names: %d from %s.", len(names), names.source)
-    class_names = names.first
-    class_embeddings = embed_class_names(names, config.text, pathlib.Path(workdir) / "cache")
-    if config.text.center:
-        class_embeddings = center_embeddings(class_embeddings)
-    return Setup(mesh, builder, split, class_names, class_embeddings)
+    if source is None:
+        seen = ~find_unseen_classes(config.unseen_classes, names)
+    else:
+        seen = np.array([name.lower() in source.seen_names for name in names.first])
+        logging.info(
+            "%d of %d classes share a name with a class the model was trained on.",
+            int(seen.sum()),
+            len(seen),
+        )
+    if source is None and not seen.all():
+        split = protocols.without_classes(split, np.flatnonzero(~seen))
+        logging.info(
+            "Zero-shot split: %d unseen classes (%s) held out of training; %d training images left.",
+            int((~seen).sum()),
+            ", ".join(np.asarray(names.first)[~seen]),
+            len(split.train_ids),
+        )
+    vocabulary = names.first if source is None else source.vocabulary
+    raw_embeddings = embed_class_names(
+        names, config.text, pathlib.Path(workdir) / "cache", vocabulary=vocabulary
+    )
+    text_mean = None
+    class_embeddings = raw_embeddings
+    if source is not None and source.mean is not None:
+        text_mean = source.mean
+    elif source is None and config.text.center:
+        # The mean of the training classes only: unseen names must not shape the space.
+        text_mean = raw_embeddings[seen].mean(axis=0)
+    if text_mean is not None:
+        class_embeddings = semantic_space.center(raw_embeddings, text_mean)
+    return Setup(
+        mesh,
+        builder,
+        split,
+        names.first,
+        class_embeddings,
+        raw_embeddings,
+        text_mean,
+        seen,
+        tuple(vocabulary),
+    )

@@ -42,8 +42,13 @@ def make_train_step(
     mesh,
     num_classes: int,
     schedule: optax.Schedule,
+    seen_classes: np.ndarray | None = None,
 ):
-    """Return the jitted train step: (state, batch, embeddings, key) -> (state, metrics)."""
+    """Return the jitted train step: (state, batch, embeddings, key) -> (state, metrics).
+
+    With `seen_classes` (zero-shot training), the step receives the embeddings of
+    those classes only, and the label columns of the other classes are dropped.
+    """
     graphdef = train_state.graphdef
 
     def train_step(state, batch, class_embeddings, key):
@@ -57,6 +62,8 @@ def make_train_step(
             labels = jax.nn.one_hot(batch["label"], num_classes)
         else:  # Multi-label data comes as multi-hot rows.
             labels = batch["label"]
+        if seen_classes is not None:
+            labels = labels[:, seen_classes]
 
         def loss_fn(model):
             codes, prototypes = model(images, class_embeddings)
@@ -180,9 +187,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         train_state.state = train_state_lib.load_pretrained_backbone(train_state, config)
         logging.info("Loaded pretrained backbone weights from %s.", config.model.pretrained)
 
-    train_step = make_train_step(config, train_state, mesh, num_classes, schedule)
+    seen_classes = None if setup.seen.all() else setup.seen_classes
+    train_step = make_train_step(config, train_state, mesh, num_classes, schedule, seen_classes)
     class_embeddings = jax.device_put(
-        jnp.asarray(setup.class_embeddings), sharding.replicated(mesh)
+        jnp.asarray(setup.class_embeddings[setup.seen]), sharding.replicated(mesh)
     )
     key = jax.device_put(jax.random.key(config.seed + 1), sharding.replicated(mesh))
 

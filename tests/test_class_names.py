@@ -84,8 +84,9 @@ def test_lemma_average_is_normalised_mean(tmp_path):
     text_config = type(
         "Text",
         (),
-        {"model": embeddings.DEFAULT_TEXT_MODEL, "template": "a photo of a {}.", "pooling": "mean",
-         "normalize": True, "lemmas": "average"},
+        {"space": "bert", "model": embeddings.DEFAULT_TEXT_MODEL,
+         "templates": ("a photo of a {}.",), "pooling": "mean", "normalize": True,
+         "lemmas": "average"},
     )  # fmt: skip
     averaged = run_setup.embed_class_names(names, text_config, None)
     separate = embeddings.class_name_embeddings(

@@ -203,7 +203,7 @@ def test_nan_loss_stops_with_step_range():
         ("model.backbone", "vgg99", "model.backbone"),
         ("loss.alignment", "triplet", "loss.alignment"),
         ("protocol", "cifar_z", "config.protocol"),
-        ("text.template", "a photo", "text.template"),
+        ("text.templates", ("a photo",), "text.templates"),
     ],
 )
 def test_bad_config_values_raise(data_dir, field, value, message):

@@ -264,6 +264,24 @@ class Split:
         }
 
 
+def has_any_class(labels: np.ndarray, classes) -> np.ndarray:
+    """Return bool [N]: whether each label (class id [N] or multi-hot row [N, C]) is in `classes`."""
+    classes = np.asarray(classes, dtype=np.int64)
+    if labels.ndim == 1:
+        return np.isin(labels, classes)
+    return labels[:, classes].astype(bool).any(axis=1)
+
+
+def without_classes(split: Split, classes) -> Split:
+    """Return `split` with every training image of `classes` removed (zero-shot training).
+
+    A multi-label image is removed when any of its labels is in `classes`. Queries
+    and database keep every image.
+    """
+    held_out = has_any_class(split.labels[split.train_ids], classes)
+    return dataclasses.replace(split, train_ids=split.train_ids[~held_out])
+
+
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(

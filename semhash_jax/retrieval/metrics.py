@@ -151,14 +151,17 @@ def mean_average_precision(
     }
 
 
-def format_table(header_rows: list[tuple[str, object]], results: dict) -> str:
-    """Return header rows, the scalar metrics and the tie rule as a plain-text table."""
+def format_table(header_rows: list[tuple[str, object]], results: dict, footer_rows=()) -> str:
+    """Return header rows, the scalar metrics, the tie rule and footer rows as a plain-text table."""
     rows = list(header_rows)
     rows += [
         (name, f"{value:.4f}" if isinstance(value, float) else value)
         for name, value in results["metrics"].items()
     ]
     rows.append(("tie rule", results["tie_rule"]))
+    rows += [
+        (name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in footer_rows
+    ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -377,7 +377,7 @@ def _format_class_texts(class_names: Sequence[str], template: str) -> tuple[list
     return names, [template.replace("{}", name) for name in names]
 
 
-def _load_cached_embeddings(path: Path, key_json: str, num_classes: int) -> np.ndarray | None:
+def load_cached_embeddings(path: Path, key_json: str, num_classes: int) -> np.ndarray | None:
     """Return the embeddings stored at `path`, or None if the file is missing, unreadable or stale."""
     if not path.exists():
         return None
@@ -406,7 +406,7 @@ def _load_cached_embeddings(path: Path, key_json: str, num_classes: int) -> np.n
     return embeddings
 
 
-def _save_embeddings_atomically(path: Path, key_json: str, embeddings: np.ndarray) -> None:
+def save_embeddings_atomically(path: Path, key_json: str, embeddings: np.ndarray) -> None:
     """Write the cache file through a temporary file in the same folder and os.replace.
 
     Failures are logged, not raised, because the embeddings are already computed.
@@ -468,12 +468,12 @@ def class_name_embeddings(
     digest = hashlib.sha256(key_json.encode("utf-8")).hexdigest()
     path = Path(cache_dir) / f"text_embeddings_{digest[:16]}.npz"
 
-    cached = _load_cached_embeddings(path, key_json, len(names))
+    cached = load_cached_embeddings(path, key_json, len(names))
     if cached is not None:
         logging.info("Text embedding cache hit: %s", path)
         return cached
 
     logging.info("Text embedding cache miss, computing %d class embeddings: %s", len(names), path)
     embeddings = _cached_text_encoder(model, identity, pooling, normalize).encode(texts)
-    _save_embeddings_atomically(path, key_json, embeddings)
+    save_embeddings_atomically(path, key_json, embeddings)
     return embeddings
