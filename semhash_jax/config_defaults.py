@@ -13,6 +13,19 @@ import ml_collections
 from semhash_jax.datasets import benchmarks
 
 
+def _as_tuples(value):
+    if isinstance(value, dict):
+        return {key: _as_tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return tuple(_as_tuples(item) for item in value)
+    return value
+
+
+def config_from_json(fields: dict) -> ml_collections.ConfigDict:
+    """Return the ConfigDict of a config stored as JSON (lists become tuples again)."""
+    return ml_collections.ConfigDict(_as_tuples(fields))
+
+
 def parse_variants(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
     """Parse "protocol=x,runlocal" into {"protocol": "x", "runlocal": "true"}."""
     variants = {}

@@ -21,7 +21,14 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from semhash_jax import checkpointing, evaluation, input_errors, preprocessing, run_setup
+from semhash_jax import (
+    checkpointing,
+    config_defaults,
+    evaluation,
+    input_errors,
+    preprocessing,
+    run_setup,
+)
 from semhash_jax import train_state as train_state_lib
 
 # Config fields that describe the model and its input; they come from the source.
@@ -45,15 +52,6 @@ MODEL_FIELDS = (
 TRANSFER_DIR = "transfer"
 
 
-def _as_tuples(value):
-    """Turn the lists of a JSON config back into the tuples that configs use."""
-    if isinstance(value, dict):
-        return {key: _as_tuples(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return tuple(_as_tuples(item) for item in value)
-    return value
-
-
 def transfer_config(target: ml_collections.ConfigDict, source: dict) -> ml_collections.ConfigDict:
     """Return the target config with the model fields of the source config (a JSON dict)."""
     missing = [field for field in MODEL_FIELDS if field not in source]
@@ -63,10 +61,9 @@ def transfer_config(target: ml_collections.ConfigDict, source: dict) -> ml_colle
             "an older version of semhash_jax. Train the source model again."
         )
     config = ml_collections.ConfigDict(target.to_dict())
-    source = _as_tuples(source)
+    source = config_defaults.config_from_json(source)
     for field in MODEL_FIELDS:
-        value = source[field]
-        config[field] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+        config[field] = source[field]
     if config.unseen_classes:
         logging.warning(
             "config.unseen_classes=%s is ignored in cross-dataset evaluation: the classes "

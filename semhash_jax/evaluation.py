@@ -78,6 +78,19 @@ class Encoder:
             labels.append(batch["label"][mask])
         return np.concatenate(codes), np.concatenate(labels)
 
+    def image_array(self, images: np.ndarray) -> np.ndarray:
+        """Return real-valued codes [N, K] of normalised images [N, H, W, C] already in memory.
+
+        The batch is padded to a multiple of the device count.
+        """
+        count = len(images)
+        devices = self._mesh.devices.size
+        padded = np.concatenate(
+            [images, np.repeat(images[:1], -count % devices, axis=0)], axis=0
+        ).astype(np.float32)
+        sharded = jax.device_put(padded, sharding.batch_sharded(self._mesh))
+        return np.asarray(self._encode_images(self._model_state, sharded))[:count]
+
     def classes(self, class_embeddings: np.ndarray) -> np.ndarray:
         """Return real-valued class prototypes [C, K]."""
         return np.asarray(self._encode_classes(self._model_state, class_embeddings))

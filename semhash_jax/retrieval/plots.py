@@ -64,3 +64,34 @@ def _save(figure, path: pathlib.Path) -> pathlib.Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def write_search_grid(
+    path, query_title: str, query_image, images: list, captions: list[str], columns: int = 5
+) -> pathlib.Path:
+    """Write a PNG grid: the query (an image, or None for a text query) and its results.
+
+    `images` are uint8 [H, W, C] arrays shown in rank order with their `captions`.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = 1 + -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    query_axis = axes[0, 0]
+    if query_image is None:
+        query_axis.text(0.5, 0.5, query_title, ha="center", va="center", wrap=True, fontsize=11)
+    else:
+        _show(query_axis, query_image)
+        query_axis.set_title(query_title, fontsize=9)
+    for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        axis = axes[1 + index // columns, index % columns]
+        _show(axis, image)
+        axis.set_title(caption, fontsize=8)
+    return _save(figure, path)
+
+
+def _show(axis, image):
+    image = image[..., 0] if image.shape[-1] == 1 else image
+    axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)

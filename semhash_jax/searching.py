@@ -1,0 +1,137 @@
+"""Search by text or image against the database codes of an evaluation (see `search`)."""
+
+from __future__ import annotations
+
+import re
+
+from absl import logging
+import numpy as np
+
+from semhash_jax import input_errors, input_pipeline, query_encoder
+from semhash_jax.datasets import protocols, registry
+from semhash_jax.retrieval import classification, plots
+from semhash_jax.retrieval import codes as codes_lib
+
+SEARCH_DIR = "search"
+
+
+def rank_by_hamming(query_bits: np.ndarray, database_packed: np.ndarray, top_k: int):
+    """Return (positions, distances) of the `top_k` nearest database codes to one query.
+
+    `query_bits` is bool [K]; `database_packed` uint32 [N, W] from `codes.pack_codes`.
+    Ties are broken by database position, lower first.
+    """
+    query = codes_lib.pack_codes(query_bits[None, :])
+    distances = np.bitwise_count(database_packed ^ query).sum(axis=1)
+    order = np.argsort(distances, kind="stable")[:top_k]
+    return order, distances[order]
+
+
+def label_names(label, class_names) -> list[str]:
+    """Return the class names of a class id or a multi-hot row."""
+    label = np.asarray(label)
+    if label.ndim == 0:
+        return [class_names[int(label)]]
+    return [class_names[int(c)] for c in np.flatnonzero(label)]
+
+
+def search(
+    workdir, *, text=None, image=None, top_k: int = 10, top_classes: int = 3, write_plots=False
+) -> dict:
+    """Encode the query, rank the database and return the result as a JSON-ready dict."""
+    encoder = query_encoder.QueryEncoder(workdir)
+    files = encoder.files
+    query_image = None
+    if text is not None:
+        query_bits = encoder.text_codes([text])[0]
+        query = {"text": text}
+    else:
+        codes, images = encoder.image_codes([image])
+        query_bits, query_image = codes[0], images[0]
+        query = {"image": str(image)}
+    database = files.database
+    positions, distances = rank_by_hamming(query_bits, database.packed, top_k)
+    ids = database.ids if database.ids is not None else np.arange(len(database))
+    items = [
+        {
+            "rank": rank + 1,
+            "id": int(ids[position]),
+            "hamming_distance": int(distance),
+            "labels": label_names(database.labels[position], files.class_names),
+        }
+        for rank, (position, distance) in enumerate(zip(positions, distances))
+    ]
+    prototype_bits = codes_lib.unpack_codes(files.prototypes.packed, files.prototypes.bits) > 0
+    class_distances = classification.hamming_to_prototypes(query_bits[None], prototype_bits)[0]
+    nearest = np.argsort(class_distances, kind="stable")[:top_classes]
+    result = {
+        "query": query,
+        "bits": int(database.bits),
+        "database_size": len(database),
+        "checkpoint": files.results["checkpoint"],
+        "results": items,
+        "nearest_classes": [
+            {
+                "class": files.class_names[c],
+                "hamming_distance": int(class_distances[c]),
+                "seen_in_training": bool(files.seen[c]),
+            }
+            for c in nearest
+        ],
+    }
+    if write_plots:
+        result["plot"] = str(_write_plot(encoder, query, query_image, items, ids[positions]))
+    return result
+
+
+def _write_plot(encoder, query: dict, query_image, items: list[dict], pool_ids):
+    files = encoder.files
+    config = encoder.config
+    with input_errors.tagged():
+        split = protocols.load_split(files.eval_dir.parent)
+        if split is None:
+            raise FileNotFoundError(
+                f"No protocol split in {files.eval_dir.parent}, so the database images "
+                "cannot be found for --plots."
+            )
+        builder = registry.get_builder(config.dataset, config.data_dir, config.get("source_dir"))
+        if not builder.is_prepared():
+            raise FileNotFoundError(
+                f"Dataset {config.dataset} is not prepared in {builder.data_dir}; --plots "
+                "shows database images from it."
+            )
+    source = input_pipeline.PoolSource(builder, split.splits, split.split_sizes, pool_ids)
+    images = [np.asarray(element["image"]) for element in source.__getitems__(range(len(source)))]
+    captions = [
+        f"#{item['rank']} d={item['hamming_distance']} {', '.join(item['labels'])}"[:40]
+        for item in items
+    ]
+    title = query.get("text") or query["image"].rsplit("/", 1)[-1]
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_")[:60] or "query"
+    path = files.eval_dir / SEARCH_DIR / f"{slug}.png"
+    plots.write_search_grid(path, f"query: {title}", query_image, images, captions)
+    logging.info("Wrote %s.", path)
+    return path
+
+
+def format_result(result: dict) -> str:
+    """Return the search result as plain text."""
+    query = result["query"]
+    lines = [
+        f"Query: {query.get('text') or query.get('image')} ({result['bits']} bits, "
+        f"{result['database_size']} database items)",
+        "rank  id        distance  labels",
+    ]
+    for item in result["results"]:
+        lines.append(
+            f"{item['rank']:<5} {item['id']:<9} {item['hamming_distance']:<9} "
+            f"{', '.join(item['labels'])}"
+        )
+    if result["nearest_classes"]:
+        lines.append("Nearest class prototypes:")
+        for entry in result["nearest_classes"]:
+            marker = "" if entry["seen_in_training"] else " (not trained on)"
+            lines.append(f"  {entry['class']}{marker}: distance {entry['hamming_distance']}")
+    if "plot" in result:
+        lines.append(f"Plot written to {result['plot']}")
+    return "\n".join(lines)
