@@ -132,9 +132,7 @@ def main():
     parser.add_argument(
         "--spaces", nargs="+", default=list(SPACES), choices=list(SPACES), help="Spaces to run."
     )
-    parser.add_argument(
-        "--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS)
-    )
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's).")
     args = parser.parse_args()
 
