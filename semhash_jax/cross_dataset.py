@@ -3,7 +3,7 @@
   python -m semhash_jax.evaluate --config=<target config> --checkpoint_from=<source workdir>
 
 The model (architecture, code length, text space, input size and normalisation)
-comes from the config stored in the source checkpoint; the data, protocol and
+comes from the config stored in the source checkpoint. The data, protocol and
 metric settings come from the target config. The target's class prototypes come
 from its class names, embedded in the source's text space and shifted by the
 source's centring mean, so no target image or label is needed to build them.

@@ -7,8 +7,8 @@ Results go to `workdir/eval/results.json` (the latest evaluation) and
 `workdir/eval/query.npz`, `database.npz` and `prototypes.npz`, code files that
 `python -m semhash_jax.evaluate_codes` and other toolkits read, and the text side
 of the run to `class_embeddings.npz`. Zero-shot runs also score the queries of
-unseen and seen classes apart. `evaluate_transfer` scores a model on another
-dataset (cross-dataset retrieval).
+unseen and seen classes apart. `cross_dataset.evaluate_transfer` scores a model
+on another dataset (cross-dataset retrieval).
 """
 
 import json

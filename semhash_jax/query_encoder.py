@@ -1,6 +1,6 @@
 """Encode new queries, texts or image files, with the model behind an evaluation.
 
-An evaluation folder (`<workdir>/eval`) holds the database codes, the class
+An evaluation folder (`<workdir>/eval`) contains the database codes, the class
 prototypes, the text side of the run (`class_embeddings.npz`) and results.json,
 which names the checkpoint and the config that produced them. `QueryEncoder`
 restores that checkpoint and encodes queries the same way: a text goes through
@@ -29,7 +29,7 @@ from semhash_jax.text import semantic_space
 
 @dataclasses.dataclass
 class EvalFiles:
-    """What an evaluation wrote, read back."""
+    """Files of one evaluation, read back."""
 
     eval_dir: pathlib.Path
     results: dict
