@@ -74,6 +74,19 @@ def run_one(protocol: str, space: str, seed: int, args) -> dict:
     return results
 
 
+def prototype_geometry(workdir: pathlib.Path, text_embeddings: np.ndarray) -> dict:
+    """Return Spearman's rho between prototype Hamming distances and MiniLM text
+    distances, and the minimum pairwise prototype distance, of one run."""
+    from semhash_jax.retrieval import code_files, prototype_analysis
+
+    prototypes = code_files.read_code_file(workdir / "eval" / "prototypes.npz")
+    hamming = prototype_analysis.pairwise_hamming(prototype_analysis.code_bits(prototypes))
+    cosine = prototype_analysis.cosine_similarity(text_embeddings)
+    rho = prototype_analysis.rank_correlation(hamming, cosine)["spearman_rho"]
+    off_diagonal = hamming[~np.eye(len(hamming), dtype=bool)]
+    return {"rho_text": float(rho), "min_hamming": int(off_diagonal.min())}
+
+
 def scores(results: dict) -> dict:
     """Return the numbers of one run that the table reports."""
     row = {
@@ -89,6 +102,18 @@ def scores(results: dict) -> dict:
         row["zero_shot_accuracy"] = zero_shot["classification"]["unseen_among_unseen"]
         row["generalized_accuracy"] = zero_shot["classification"]["unseen_among_all"]
     return row
+
+
+def minilm_embeddings(workdir: pathlib.Path) -> np.ndarray:
+    """Return the MiniLM embeddings of the Fashion-MNIST class names, as the bert space makes them."""
+    from configs import fashion_mnist
+    from semhash_jax import run_setup
+    from semhash_jax.datasets import class_names
+    from semhash_jax.datasets import fashion_mnist as fashion_mnist_data
+
+    config = fashion_mnist.get_config()
+    names = class_names.for_dataset(None, fashion_mnist_data.CLASS_NAMES, 10)
+    return run_setup.embed_class_names(names, config.text, workdir / "cache")
 
 
 def mean_std(values) -> str:
@@ -107,6 +132,16 @@ def table(collected: dict, args) -> str:
         "(zero-shot) | zero-shot acc. (unseen among unseen) | unseen among all |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    geometry = [
+        "",
+        "Prototype geometry: Spearman's rho between the pairwise Hamming distances of the",
+        "class prototypes and the cosine distances of the classes' MiniLM embeddings",
+        "(45 class pairs), and the minimum pairwise prototype distance in bits.",
+        "",
+        "| space | rho (default) | min distance (default) | rho (zero-shot) "
+        "| min distance (zero-shot) |",
+        "|---|---|---|---|---|",
+    ]
     for space in args.spaces:
         default = collected.get(("default", space), [])
         zero = collected.get(("zero_shot", space), [])
@@ -120,7 +155,11 @@ def table(collected: dict, args) -> str:
             f"{column(zero, 'seen_mAP')} | {column(zero, 'zero_shot_accuracy')} | "
             f"{column(zero, 'generalized_accuracy')} |"
         )
-    return "\n".join(lines)
+        geometry.append(
+            f"| {space} | {column(default, 'rho_text')} | {column(default, 'min_hamming')} | "
+            f"{column(zero, 'rho_text')} | {column(zero, 'min_hamming')} |"
+        )
+    return "\n".join(lines + geometry)
 
 
 def main():
@@ -141,11 +180,17 @@ def main():
 
     logging.set_verbosity(logging.WARNING)
     collected = {}
+    text_embeddings = None
     for protocol in args.protocols:
         for space in args.spaces:
             for seed in args.seeds:
                 results = run_one(protocol, space, seed, args)
-                collected.setdefault((protocol, space), []).append(scores(results))
+                row = scores(results)
+                workdir = pathlib.Path(args.workdir) / protocol / space / f"seed{seed}"
+                if text_embeddings is None:
+                    text_embeddings = minilm_embeddings(workdir)
+                row.update(prototype_geometry(workdir, text_embeddings))
+                collected.setdefault((protocol, space), []).append(row)
     text = table(collected, args)
     footer = (
         f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
