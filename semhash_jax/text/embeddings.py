@@ -274,11 +274,11 @@ class TextEncoder:
         self.model = load_bert_encoder(self.model_dir)
         self.hidden_size = self.model.config.hidden_size
 
-        max_positions = self.model.config.max_position_embeddings
-        if not 2 <= max_length <= max_positions:
+        config = self.model.config
+        if not 2 <= max_length <= config.max_sequence_length:
             raise ValueError(
-                f"Invalid max_length {max_length}: expected 2 to {max_positions} "
-                f"(max_position_embeddings of {self.model_dir})."
+                f"Invalid max_length {max_length}: expected 2 to "
+                f"{config.describe_max_sequence_length()} for the model in {self.model_dir}."
             )
         self.max_length = max_length
 
