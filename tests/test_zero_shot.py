@@ -236,3 +236,18 @@ def test_resume_with_other_unseen_classes_raises(trained, data_dir):
     )
     assert completed.returncode != 0
     assert "unseen_classes" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "config_module, names_file, expected",
+    [
+        ("cifar10", "cifar10", [3, 9]),  # cat, truck
+        ("imagenet100", "imagenet100", list(range(9, 100, 10))),
+    ],
+)
+def test_benchmark_unseen_classes_resolve(config_module, names_file, expected):
+    import importlib
+
+    config = importlib.import_module(f"configs.{config_module}").get_config("zero_shot,runlocal")
+    unseen = run_setup.find_unseen_classes(config.unseen_classes, class_names.load(names_file))
+    np.testing.assert_array_equal(np.flatnonzero(unseen), expected)
