@@ -138,6 +138,25 @@ def _flatten(config) -> dict:
     return flat
 
 
+def eval_scalars(results: dict) -> dict[str, float]:
+    """Return the float metrics of an evaluation as summary names, zero-shot groups included."""
+    groups = {"eval": dict(results["metrics"])}
+    groups["eval"]["nearest_prototype_accuracy"] = results["classification"][
+        "nearest_prototype_accuracy"
+    ]
+    zero_shot = results.get("zero_shot")
+    if zero_shot:
+        groups["eval/unseen_queries"] = zero_shot["unseen_queries"] or {}
+        groups["eval/seen_queries"] = zero_shot["seen_queries"] or {}
+        groups["eval/zero_shot_accuracy"] = zero_shot["classification"]
+    return {
+        f"{prefix}/{name}": value
+        for prefix, metrics in groups.items()
+        for name, value in metrics.items()
+        if isinstance(value, float)
+    }
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train SemanticHash in `workdir`, resuming from its latest checkpoint.
 
@@ -253,14 +272,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             graphdef=train_state.graphdef,
             state=train_state.state,
         )
-    writer.write_scalars(
-        config.num_train_steps,
-        {
-            f"eval/{name}": value
-            for name, value in results["metrics"].items()
-            if isinstance(value, float)
-        },
-    )
+    writer.write_scalars(config.num_train_steps, eval_scalars(results))
     writer.close()
     checkpointer.close()
     return results

@@ -251,3 +251,23 @@ def test_benchmark_unseen_classes_resolve(config_module, names_file, expected):
     config = importlib.import_module(f"configs.{config_module}").get_config("zero_shot,runlocal")
     unseen = run_setup.find_unseen_classes(config.unseen_classes, class_names.load(names_file))
     np.testing.assert_array_equal(np.flatnonzero(unseen), expected)
+
+
+def test_eval_scalars_include_zero_shot_groups():
+    from semhash_jax import train
+
+    results = {
+        "metrics": {"mAP@all": 0.5, "queries_without_relevant": 0},
+        "classification": {"nearest_prototype_accuracy": 0.75},
+        "zero_shot": {
+            "unseen_queries": {"mAP@all": 0.25},
+            "seen_queries": None,
+            "classification": {"unseen_among_unseen": 1.0},
+        },
+    }
+    assert train.eval_scalars(results) == {
+        "eval/mAP@all": 0.5,
+        "eval/nearest_prototype_accuracy": 0.75,
+        "eval/unseen_queries/mAP@all": 0.25,
+        "eval/zero_shot_accuracy/unseen_among_unseen": 1.0,
+    }
