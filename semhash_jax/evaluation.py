@@ -11,6 +11,7 @@ unseen and seen classes apart. `cross_dataset.evaluate_transfer` scores a model
 on another dataset (cross-dataset retrieval).
 """
 
+import functools
 import json
 import pathlib
 
@@ -116,6 +117,14 @@ def format_results(results: dict) -> str:
     extra = [
         ("nearest-prototype accuracy", results["classification"]["nearest_prototype_accuracy"])
     ]
+    text_queries = results.get("text_queries", {})
+    for group in ("all", "seen", "unseen"):
+        scores = text_queries.get(f"{group}_classes") or {}
+        if group != "all" and "zero_shot" not in results:
+            continue
+        for name, value in scores.items():
+            if name.startswith("mAP"):
+                extra.append((f"class-name queries ({group} classes) {name}", value))
     zero_shot = results.get("zero_shot")
     if zero_shot:
         for group in ("unseen", "seen"):
@@ -171,6 +180,34 @@ def zero_shot_scores(config, setup, query, database, query_bits, prototype_bits)
             "seen_among_all": accuracy(query_bits[~unseen], query_labels[~unseen], prototype_bits),
         },
     }
+
+
+def text_query_scores(
+    prototypes_packed, database, classes, *, bits: int, top_k, radius: int, mesh
+) -> dict | None:
+    """Score class prototypes used as queries (search by class name) against the database.
+
+    The query of class c is its prototype, and the relevant items are the database
+    images labelled c. Returns the scalar metrics over `classes`, or None for no classes.
+    """
+    classes = np.asarray(classes, dtype=np.int64)
+    if len(classes) == 0:
+        return None
+    database_labels = database[1]
+    if database_labels.ndim == 1:
+        labels = classes
+    else:
+        labels = np.eye(database_labels.shape[1], dtype=np.uint8)[classes]
+    return metrics_lib.retrieval_metrics(
+        prototypes_packed[classes],
+        labels,
+        *database,
+        bits=bits,
+        top_k=top_k,
+        radius=radius,
+        pr_curve=False,
+        mesh=mesh,
+    )["metrics"]
 
 
 def write_class_embeddings(path, setup: run_setup.Setup) -> None:
@@ -239,6 +276,15 @@ def evaluate_state(
     )
     query_bits, prototype_bits = query_codes > 0, prototypes > 0
     accuracy = classification.nearest_prototype_accuracy(query_bits, query_labels, prototype_bits)
+    text_queries = functools.partial(
+        text_query_scores,
+        codes_lib.pack_codes(prototypes),
+        database,
+        bits=config.bits,
+        top_k=config.top_k,
+        radius=config.get("radius", 2),
+        mesh=setup.mesh,
+    )
 
     results = {
         "step": int(step),
@@ -262,6 +308,12 @@ def evaluate_state(
         "classification": {
             "nearest_prototype_accuracy": accuracy,
             "rule": classification.TIE_RULE,
+        },
+        "text_queries": {
+            "all_classes": text_queries(np.arange(len(prototypes))),
+            "seen_classes": text_queries(setup.seen_classes),
+            "unseen_classes": text_queries(np.flatnonzero(~setup.seen)),
+            "rule": "the prototype of each class as a query; relevant: database images of it",
         },
         "checkpoint": {
             "workdir": str(pathlib.Path(checkpoint_workdir or workdir).absolute()),

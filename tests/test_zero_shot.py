@@ -223,6 +223,37 @@ def test_unseen_prototypes_come_from_text(trained):
     np.testing.assert_array_equal(bits[seen][decided[seen]], expected[seen][decided[seen]])
 
 
+def average_precision_by_loop(query, database, relevant):
+    """AP over the whole database, ranked by Hamming distance then index, written out."""
+    distances = [int(np.sum(query != row)) for row in database]
+    order = sorted(range(len(database)), key=lambda i: (distances[i], i))
+    hits, total = 0, 0.0
+    for rank, index in enumerate(order, start=1):
+        if relevant[index]:
+            hits += 1
+            total += hits / rank
+    return total / hits
+
+
+@pytest.mark.slow
+def test_class_name_queries_match_loop(trained):
+    workdir, _ = trained
+    results = json.loads((workdir / "eval" / "results.json").read_text())
+    prototypes = np.unpackbits(np.load(workdir / "eval" / "prototypes.npz")["codes"], axis=1)
+    with np.load(workdir / "eval" / "database.npz") as stored:
+        database = np.unpackbits(stored["codes"], axis=1)
+        labels = stored["labels"]
+    expected = np.mean(
+        [
+            average_precision_by_loop(prototypes[c], database, labels == c)
+            for c in (SHIRT, ANKLE_BOOT)
+        ]
+    )
+    unseen = results["text_queries"]["unseen_classes"]
+    assert unseen["mAP@all"] == pytest.approx(expected, abs=1e-6)
+    assert results["text_queries"]["seen_classes"]["queries_without_relevant"] == 0
+
+
 @pytest.mark.slow
 def test_resume_with_other_unseen_classes_raises(trained, data_dir):
     workdir, _ = trained
