@@ -30,6 +30,7 @@ from semhash_jax import (
     run_setup,
 )
 from semhash_jax import train_state as train_state_lib
+from semhash_jax.datasets import protocols, registry
 
 # Config fields that describe the model and its input; they come from the source.
 MODEL_FIELDS = (
@@ -98,13 +99,24 @@ def read_source_space(source_workdir: pathlib.Path) -> run_setup.SourceSpace:
 def evaluate_transfer(target_config, source_workdir, workdir=None, step: int | None = None) -> dict:
     """Encode the target dataset with the source model and score it.
 
-    Results go to `workdir`, by default `<source_workdir>/transfer/<dataset>-<protocol>`.
+    Results go to `workdir`, by default `<source_workdir>/transfer/<data>-<protocol>`,
+    where <data> is the prepared data's TFDS name, config and version.
     The source workdir's checkpoints are only read.
     """
     source_workdir = pathlib.Path(source_workdir).absolute()
     logging.info("Starting cross-dataset evaluation of the model in %s.", source_workdir)
     with input_errors.tagged():
         checkpoint_dir = source_workdir / checkpointing.CHECKPOINT_DIR
+        if not source_workdir.is_dir():
+            raise FileNotFoundError(
+                f"--checkpoint_from={source_workdir} does not exist. Pass the workdir of a "
+                "training run."
+            )
+        if source_workdir.name == checkpointing.CHECKPOINT_DIR:
+            raise FileNotFoundError(
+                f"--checkpoint_from={source_workdir} is a checkpoints folder. Pass the "
+                f"workdir that contains it: --checkpoint_from={source_workdir.parent}."
+            )
         if not checkpoint_dir.is_dir():
             raise FileNotFoundError(
                 f"--checkpoint_from={source_workdir} has no {checkpointing.CHECKPOINT_DIR} "
@@ -116,7 +128,12 @@ def evaluate_transfer(target_config, source_workdir, workdir=None, step: int | N
         config = transfer_config(target_config, source)
         space = read_source_space(source_workdir)
     if workdir is None:
-        workdir = source_workdir / TRANSFER_DIR / f"{config.dataset}-{config.protocol}"
+        with input_errors.tagged():
+            builder = registry.get_builder(config.dataset, config.data_dir, config.source_dir)
+        # The prepared data's name/config/version tells image folders and dataset
+        # configs apart, so that each gets its own results and split.
+        data_name = protocols.builder_source(builder).replace("/", "_")
+        workdir = source_workdir / TRANSFER_DIR / f"{data_name}-{config.protocol}"
     logging.info(
         "Model of %s (step %d, trained on %s) evaluated on %s; results in %s.",
         source_workdir,

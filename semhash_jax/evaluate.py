@@ -5,7 +5,8 @@
 Reuses the protocol split saved in the workdir and writes DIR/eval/results.json.
 
 Cross-dataset: encode the dataset of --config with the model trained in SOURCE;
-results go to --workdir, by default SOURCE/transfer/<dataset>-<protocol>:
+results go to --workdir, by default SOURCE/transfer/<data>-<protocol>, where <data>
+is the prepared data's TFDS name, config and version:
 
   python -m semhash_jax.evaluate --config=configs/cifar10.py --checkpoint_from=SOURCE
 """

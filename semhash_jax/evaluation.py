@@ -13,6 +13,7 @@ on another dataset (cross-dataset retrieval).
 
 import functools
 import json
+import os
 import pathlib
 
 from absl import logging
@@ -134,6 +135,8 @@ def format_results(results: dict) -> str:
                     extra.append((f"{group}-class queries {name}", value))
         for name, value in zero_shot["classification"].items():
             extra.append((f"accuracy {name}", value))
+    # NaN (a group without queries) prints as n/a.
+    extra = [(name, "n/a" if value is None or value != value else value) for name, value in extra]
     return metrics_lib.format_table(rows, results, extra)
 
 
@@ -317,6 +320,10 @@ def evaluate_state(
         },
         "checkpoint": {
             "workdir": str(pathlib.Path(checkpoint_workdir or workdir).absolute()),
+            "relative_workdir": os.path.relpath(
+                pathlib.Path(checkpoint_workdir or workdir).absolute(),
+                pathlib.Path(workdir).absolute(),
+            ),
             "step": int(step),
         },
         "config": json.loads(config.to_json_best_effort()),

@@ -25,6 +25,12 @@ def tagged():
         raise
 
 
+def mark(error: BaseException) -> BaseException:
+    """Mark `error` as an input error and return it, for `raise input_errors.mark(...)`."""
+    error.semhash_input_error = True
+    return error
+
+
 def run(function, *args, **kwargs):
     """Call `function`; end the program with one line if it raises a marked input error."""
     try:

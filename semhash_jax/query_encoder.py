@@ -24,7 +24,7 @@ from semhash_jax import input_pipeline, preprocessing, sharding
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.retrieval import code_files
 from semhash_jax.retrieval import codes as codes_lib
-from semhash_jax.text import semantic_space
+from semhash_jax.text import semantic_space, word_vectors
 
 
 @dataclasses.dataclass
@@ -77,6 +77,8 @@ def read_eval_files(workdir) -> EvalFiles:
 def read_image_file(path, channels: int) -> np.ndarray:
     """Return the image at `path` as uint8 [H, W, channels] (grey or RGB)."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file. Pass an image file.")
     if not path.is_file():
         raise FileNotFoundError(f"Image file {path} not found. Pass the path of an image file.")
     try:
@@ -91,6 +93,28 @@ def read_image_file(path, channels: int) -> np.ndarray:
     return array.reshape(array.shape[0], array.shape[1], channels)
 
 
+def find_checkpoint_workdir(workdir: pathlib.Path, checkpoint: dict) -> pathlib.Path:
+    """Return the workdir of the checkpoint that results.json names.
+
+    The path relative to the evaluated workdir is tried first, so that a workdir
+    moved together with its checkpoints (or with its source run) still works.
+    """
+    candidates = []
+    if "relative_workdir" in checkpoint:
+        candidates.append(workdir / checkpoint["relative_workdir"])
+    candidates.append(pathlib.Path(checkpoint["workdir"]))
+    for candidate in candidates:
+        if (candidate / checkpointing.CHECKPOINT_DIR).is_dir():
+            return candidate.resolve()
+    raise input_errors.mark(
+        FileNotFoundError(
+            f"The checkpoints that {workdir}/eval/results.json was computed with are not in "
+            f"{' or '.join(str(c / checkpointing.CHECKPOINT_DIR) for c in candidates)}. If the "
+            "run was moved, move its checkpoints folder with it, or evaluate again."
+        )
+    )
+
+
 class QueryEncoder:
     """The model of an evaluation, restored to encode text and image queries."""
 
@@ -99,7 +123,7 @@ class QueryEncoder:
             self.files = read_eval_files(workdir)
         checkpoint = self.files.results["checkpoint"]
         self.config = config_defaults.config_from_json(self.files.results["config"])
-        self.checkpoint_workdir = pathlib.Path(checkpoint["workdir"])
+        self.checkpoint_workdir = find_checkpoint_workdir(self.files.eval_dir.parent, checkpoint)
         self.step = int(checkpoint["step"])
         mesh = sharding.make_mesh()
         with input_errors.tagged():
@@ -118,16 +142,22 @@ class QueryEncoder:
         self._normalize = input_pipeline.Normalize(tuple(self.config.mean), tuple(self.config.std))
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        # Queries are not cached: each new text would add a cache file.
         return semantic_space.embed_texts(
-            texts,
-            self.config.text,
-            vocabulary=self.files.vocabulary,
-            cache_dir=self.checkpoint_workdir / "cache",
+            texts, self.config.text, vocabulary=self.files.vocabulary, cache_dir=None
         )
 
     def text_codes(self, texts: list[str]) -> np.ndarray:
         """Return bool codes [len(texts), K]: each text's prototype, as for a class name."""
-        embeddings = self._embed(texts)
+        try:
+            embeddings = self._embed(texts)
+        except word_vectors.OutOfVocabularyError as error:
+            raise input_errors.mark(
+                ValueError(
+                    f"No word of the search text {texts} is in the word vector file "
+                    f"{self.config.text.word_vectors}. Search with other words or by an image."
+                )
+            ) from error
         if self.files.text_mean is not None:
             embeddings = semantic_space.center(embeddings, self.files.text_mean)
         return codes_lib.binarize(self._encoder.classes(embeddings)) > 0

@@ -146,29 +146,8 @@ def prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | No
         return _prepare_run(config, workdir, create_split=create_split, source=source)
 
 
-def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None) -> Setup:
-    config_checks.check_config(config, jax.device_count())
-    config_checks.check_workdir(workdir)
-    config_checks.check_inputs(config)
-    mesh = sharding.make_mesh()
-    logging.info(
-        "Mesh: %s over %d devices (%s).",
-        dict(mesh.shape),
-        mesh.devices.size,
-        jax.devices()[0].platform,
-    )
-    builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
-    split = protocols.get_or_create_split(
-        builder,
-        config.protocol,
-        config.dataset,
-        config.split_seed,
-        workdir,
-        create=create_split,
-        list_dir=config.get("list_dir"),
-        check_lists=config.check_counts,
-    )
-    check_split_counts(config, split)
+def _dataset_class_names(config, builder) -> class_names_lib.ClassNames:
+    """Return the class names of the configured dataset and protocol."""
     # A list protocol defines its own classes (its label columns); datasets such as
     # COCO have no single "label" feature.
     protocol = protocols.get_protocol(config.protocol)
@@ -181,15 +160,48 @@ def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | N
         num_classes = num_classes or builder.info.features["label"].num_classes
     names = class_names_lib.for_dataset(config.class_names, builder_names, num_classes)
     logging.info("Class names: %d from %s.", len(names), names.source)
+    return names
+
+
+def _seen_classes(config, names, source: SourceSpace | None) -> np.ndarray:
+    """Return bool [C]: the classes the model is (or was, for `source`) trained on."""
     if source is None:
-        seen = ~find_unseen_classes(config.unseen_classes, names)
-    else:
-        seen = np.array([name.lower() in source.seen_names for name in names.first])
-        logging.info(
-            "%d of %d classes share a name with a class the model was trained on.",
-            int(seen.sum()),
-            len(seen),
-        )
+        return ~find_unseen_classes(config.unseen_classes, names)
+    seen = np.array([name.lower() in source.seen_names for name in names.first])
+    logging.info(
+        "%d of %d classes share a name with a class the model was trained on.",
+        int(seen.sum()),
+        len(seen),
+    )
+    return seen
+
+
+def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None) -> Setup:
+    config_checks.check_config(config, jax.device_count())
+    config_checks.check_workdir(workdir)
+    config_checks.check_inputs(config)
+    mesh = sharding.make_mesh()
+    logging.info(
+        "Mesh: %s over %d devices (%s).",
+        dict(mesh.shape),
+        mesh.devices.size,
+        jax.devices()[0].platform,
+    )
+    builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
+    # Class names and held-out classes are checked before a split is drawn and saved.
+    names = _dataset_class_names(config, builder)
+    seen = _seen_classes(config, names, source)
+    split = protocols.get_or_create_split(
+        builder,
+        config.protocol,
+        config.dataset,
+        config.split_seed,
+        workdir,
+        create=create_split,
+        list_dir=config.get("list_dir"),
+        check_lists=config.check_counts,
+    )
+    check_split_counts(config, split)
     if source is None and not seen.all():
         split = protocols.without_classes(split, np.flatnonzero(~seen))
         logging.info(
@@ -198,6 +210,7 @@ def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | N
             ", ".join(np.asarray(names.first)[~seen]),
             len(split.train_ids),
         )
+
     vocabulary = names.first if source is None else source.vocabulary
     raw_embeddings = embed_class_names(
         names, config.text, pathlib.Path(workdir) / "cache", vocabulary=vocabulary

@@ -6,6 +6,7 @@ import re
 
 from absl import logging
 import numpy as np
+import tensorflow_datasets as tfds
 
 from semhash_jax import input_errors, input_pipeline, query_encoder
 from semhash_jax.datasets import protocols, registry
@@ -39,6 +40,10 @@ def search(
     workdir, *, text=None, image=None, top_k: int = 10, top_classes: int = 3, write_plots=False
 ) -> dict:
     """Encode the query, rank the database and return the result as a JSON-ready dict."""
+    if image is not None:
+        # A bad file is reported before the model is restored.
+        with input_errors.tagged():
+            query_encoder.read_image_file(image, channels=3)
     encoder = query_encoder.QueryEncoder(workdir)
     files = encoder.files
     query_image = None
@@ -61,6 +66,8 @@ def search(
         }
         for rank, (position, distance) in enumerate(zip(positions, distances))
     ]
+    for item, file_name in zip(items, _file_names(encoder, ids[positions])):
+        item["file_name"] = file_name
     prototype_bits = codes_lib.unpack_codes(files.prototypes.packed, files.prototypes.bits) > 0
     class_distances = classification.hamming_to_prototypes(query_bits[None], prototype_bits)[0]
     nearest = np.argsort(class_distances, kind="stable")[:top_classes]
@@ -84,22 +91,54 @@ def search(
     return result
 
 
+def _database_records(encoder):
+    """Return (builder, split) of the evaluated dataset, or None when it cannot be read."""
+    files, config = encoder.files, encoder.config
+    split = protocols.load_split(files.eval_dir.parent)
+    if split is None:
+        return None
+    try:
+        builder = registry.get_builder(config.dataset, config.data_dir, config.get("source_dir"))
+    except (OSError, ValueError) as error:
+        logging.info("Dataset %s not available for file names: %s", config.dataset, error)
+        return None
+    if not builder.is_prepared():
+        return None
+    return builder, split
+
+
+def _file_names(encoder, pool_ids) -> list[str | None]:
+    """Return the file name of each database item, for datasets that record one (image folders)."""
+    records = _database_records(encoder)
+    if records is None or "file_name" not in records[0].info.features:
+        return [None] * len(pool_ids)
+    builder, split = records
+    offsets = np.cumsum((0,) + tuple(split.split_sizes[:-1]))
+    sources = {}
+    names = []
+    for pool_id in pool_ids:
+        index = int(np.searchsorted(offsets, pool_id, side="right")) - 1
+        if index not in sources:
+            sources[index] = builder.as_data_source(
+                split=split.splits[index], decoders={"image": tfds.decode.SkipDecoding()}
+            )
+        record = sources[index][int(pool_id - offsets[index])]
+        names.append(protocols.as_text(record["file_name"]))
+    return names
+
+
 def _write_plot(encoder, query: dict, query_image, items: list[dict], pool_ids):
     files = encoder.files
-    config = encoder.config
-    with input_errors.tagged():
-        split = protocols.load_split(files.eval_dir.parent)
-        if split is None:
-            raise FileNotFoundError(
-                f"No protocol split in {files.eval_dir.parent}, so the database images "
-                "cannot be found for --plots."
+    records = _database_records(encoder)
+    if records is None:
+        raise input_errors.mark(
+            FileNotFoundError(
+                f"The database images of {files.eval_dir.parent} cannot be read for --plots: "
+                f"its protocol split or the prepared dataset {encoder.config.dataset} is "
+                "missing. Prepare the dataset with the run's config, or leave out --plots."
             )
-        builder = registry.get_builder(config.dataset, config.data_dir, config.get("source_dir"))
-        if not builder.is_prepared():
-            raise FileNotFoundError(
-                f"Dataset {config.dataset} is not prepared in {builder.data_dir}; --plots "
-                "shows database images from it."
-            )
+        )
+    builder, split = records
     source = input_pipeline.PoolSource(builder, split.splits, split.split_sizes, pool_ids)
     images = [np.asarray(element["image"]) for element in source.__getitems__(range(len(source)))]
     captions = [
@@ -123,9 +162,10 @@ def format_result(result: dict) -> str:
         "rank  id        distance  labels",
     ]
     for item in result["results"]:
+        file_name = f"  {item['file_name']}" if item.get("file_name") else ""
         lines.append(
             f"{item['rank']:<5} {item['id']:<9} {item['hamming_distance']:<9} "
-            f"{', '.join(item['labels'])}"
+            f"{', '.join(item['labels'])}{file_name}"
         )
     if result["nearest_classes"]:
         lines.append("Nearest class prototypes:")

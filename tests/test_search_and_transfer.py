@@ -181,7 +181,8 @@ def transferred(workdir, target_images, tmp_path_factory):
         f"--checkpoint_from={workdir}",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return workdir / "transfer" / "image_folder-holdout_per_class", completed.stdout
+    (out,) = (workdir / "transfer").iterdir()
+    return out, completed.stdout
 
 
 @pytest.mark.slow
@@ -196,6 +197,62 @@ def test_transfer_maps_classes_by_name(transferred, workdir):
     assert results["zero_shot"]["unseen_classes"] == ["ankle boot", "cat"]
     assert results["checkpoint"]["workdir"] == str(workdir)
     assert "model from" in stdout
+
+
+@pytest.mark.slow
+def test_transfer_results_named_by_folder(transferred, target_images):
+    from semhash_jax.datasets import image_folder as image_folder_data
+
+    out, _ = transferred
+    expected = f"image_folder_{image_folder_data.config_name(target_images)}_1.0.0-holdout_per_class"
+    assert out.name == expected
+
+
+@pytest.mark.slow
+def test_transfer_of_other_folder_gets_own_split(transferred, workdir, tmp_path):
+    # A second folder of other classes and size must not reuse the first folder's split.
+    other = tmp_path / "other_images"
+    rng = np.random.default_rng(1)
+    for name, count in (("dog", 12), ("hat", 8)):
+        (other / name).mkdir(parents=True)
+        for index in range(count):
+            pixels = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(other / name / f"{index}.png")
+    completed = run_binary(
+        "semhash_jax.evaluate",
+        f"--config={TARGET_CONFIG}",
+        f"--config.source_dir={other}",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+        f"--checkpoint_from={workdir}",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outputs = sorted(path.name for path in (workdir / "transfer").iterdir())
+    assert len(outputs) == 2
+    first, _ = transferred
+    results = json.loads((first / "eval" / "results.json").read_text())
+    assert results["protocol"]["num_database"] == 36  # the first folder's results are kept
+
+
+def test_saved_split_of_other_data_raises(tmp_path):
+    from semhash_jax.datasets import protocols
+
+    split = protocols.Split(
+        protocol="holdout_per_class",
+        dataset="image_folder",
+        seed=0,
+        splits=("train",),
+        split_sizes=(3,),
+        train_ids=np.array([0, 1]),
+        query_ids=np.array([2]),
+        database_ids=np.array([0, 1]),
+        labels=np.array([0, 0, 1]),
+        source="image_folder/photos_00000000/1.0.0",
+    )
+    with pytest.raises(ValueError, match="photos_00000000.*other_11111111"):
+        protocols.check_matches(
+            split, "holdout_per_class", "image_folder", 0, tmp_path,
+            "image_folder/other_11111111/1.0.0",
+        )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -224,3 +281,35 @@ def test_transfer_without_checkpoints_raises(tmp_path):
     )
     assert completed.returncode != 0
     assert completed.stderr.strip().splitlines()[-1].startswith("Error: --checkpoint_from=")
+
+
+@pytest.mark.slow
+def test_search_in_moved_workdir(workdir, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("transfer"))
+    completed = search(moved, "--text=bag", output=tmp_path / "r.json")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["checkpoint"]["relative_workdir"] == "."
+
+
+def test_checkpoint_workdir_relative_first(tmp_path):
+    from semhash_jax import query_encoder
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    found = query_encoder.find_checkpoint_workdir(
+        tmp_path / "run", {"workdir": str(tmp_path / "old"), "relative_workdir": "."}
+    )
+    assert found == (tmp_path / "run").resolve()
+
+
+def test_checkpoint_workdir_missing_raises(tmp_path):
+    from semhash_jax import query_encoder
+
+    with pytest.raises(FileNotFoundError, match="move its checkpoints folder"):
+        query_encoder.find_checkpoint_workdir(
+            tmp_path, {"workdir": str(tmp_path / "gone"), "relative_workdir": "../gone"}
+        )

@@ -250,11 +250,15 @@ class Split:
     query_ids: np.ndarray
     database_ids: np.ndarray
     labels: np.ndarray  # Labels of the whole pool, indexed by id.
+    # The prepared data the ids refer to: TFDS name/config/version, e.g.
+    # "image_folder/photos_1a2b3c4d/1.0.0". Empty in splits saved before it was recorded.
+    source: str = ""
 
     def metadata(self) -> dict:
         return {
             "protocol": self.protocol,
             "dataset": self.dataset,
+            "source": self.source,
             "seed": self.seed,
             "splits": list(self.splits),
             "split_sizes": list(self.split_sizes),
@@ -577,11 +581,23 @@ def load_split(workdir: str | os.PathLike) -> Split | None:
             query_ids=arrays["query_ids"],
             database_ids=arrays["database_ids"],
             labels=arrays["labels"],
+            source=meta.get("source", ""),
         )
 
 
-def check_matches(split: Split, protocol: str, dataset: str, seed: int, workdir):
-    """Raise when a saved split was drawn for another protocol, dataset or seed."""
+def builder_source(builder: tfds.core.DatasetBuilder) -> str:
+    """Return the name/config/version of the prepared data, e.g. "fashion_mnist_idx/1.0.0"."""
+    return builder.info.full_name
+
+
+def check_matches(split: Split, protocol: str, dataset: str, seed: int, workdir, source: str = ""):
+    """Raise when a saved split was drawn for another protocol, dataset, seed or data source."""
+    if split.source and source and split.source != source:
+        raise ValueError(
+            f"The workdir {workdir} contains a split of the prepared data {split.source!r}, "
+            f"but the config reads {source!r} (another image folder, dataset config or "
+            "version). Use a new --workdir for other data."
+        )
     saved = (split.protocol, split.dataset, split.seed)
     requested = (protocol, dataset, seed)
     if saved != requested:
@@ -610,8 +626,9 @@ def get_or_create_split(
     counts and checksums.
     """
     split = load_split(workdir)
+    source = builder_source(builder)
     if split is not None:
-        check_matches(split, protocol_name, dataset, seed, workdir)
+        check_matches(split, protocol_name, dataset, seed, workdir, source)
         logging.info(
             "Loaded protocol %s split from %s: %d train, %d query, %d database.",
             split.protocol,
@@ -635,6 +652,7 @@ def get_or_create_split(
         split_labels = {name: read_labels(builder, name) for name in protocol.splits}
         num_classes = builder.info.features["label"].num_classes
         split = make_split(protocol, dataset, split_labels, num_classes, seed)
+    split = dataclasses.replace(split, source=source)
     save_split(split, workdir)
     origin = f"from the list files in {list_dir}" if protocol.lists else f"with seed {seed}"
     logging.info(

@@ -72,6 +72,7 @@ def _bert(texts: list[str], text_config, cache_dir) -> np.ndarray:
     ]
     if len(per_template) == 1:
         return per_template[0]
+    logging.info("Averaged the embeddings of %d prompt templates.", len(per_template))
     averaged = np.mean(per_template, axis=0)
     return _normalize_rows(averaged) if text_config.normalize else averaged.astype(np.float32)
 
@@ -88,8 +89,8 @@ def _one_hot(texts: list[str], vocabulary: Sequence[str]) -> np.ndarray:
             result[row, column] = 1.0
     if unknown:
         logging.warning(
-            "The one_hot space has no vector for %s (not a class of the training dataset); "
-            "they get the zero vector.",
+            "The one_hot space has no vector for %s, which is not a class of the training "
+            "dataset, so the zero vector is used.",
             ", ".join(repr(text) for text in unknown),
         )
     return result

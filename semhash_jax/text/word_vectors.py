@@ -57,6 +57,10 @@ class NameEmbeddings:
     dim: int
 
 
+class OutOfVocabularyError(ValueError):
+    """Raised when no word of a name is in the word vector file."""
+
+
 def _require_file(path: str | os.PathLike) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
@@ -384,7 +388,7 @@ def embed_names(
         rows.append(np.mean(found, axis=0))
 
     if unembeddable:
-        raise ValueError(
+        raise OutOfVocabularyError(
             f"Class names with no word in {path}: "
             f"{'; '.join(unembeddable)}. Use a word vector file that contains these words, "
             "or rename these classes in a class-name file given by --config.class_names."
