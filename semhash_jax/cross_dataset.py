@@ -130,7 +130,7 @@ def evaluate_transfer(target_config, source_workdir, workdir=None, step: int | N
     if workdir is None:
         with input_errors.tagged():
             builder = registry.get_builder(config.dataset, config.data_dir, config.source_dir)
-        # The prepared data's name/config/version tells image folders and dataset
+        # The prepared data's name/config/version distinguishes image folders and dataset
         # configs apart, so that each gets its own results and split.
         data_name = protocols.builder_source(builder).replace("/", "_")
         workdir = source_workdir / TRANSFER_DIR / f"{data_name}-{config.protocol}"

@@ -125,7 +125,7 @@ def find_unseen_classes(unseen_names, names: class_names_lib.ClassNames) -> np.n
 class SourceSpace:
     """The text space of a model trained on another dataset (cross-dataset evaluation).
 
-    `vocabulary` holds the source's class names (the dimensions of a one_hot space),
+    `vocabulary` contains the source's class names (the dimensions of a one_hot space),
     `mean` the mean subtracted from its embeddings (None without centring), and
     `seen_names` the lowercased names of the classes it was trained on.
     """

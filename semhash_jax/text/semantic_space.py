@@ -157,7 +157,7 @@ def center(embeddings: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
     Class names embedded with one prompt template share a large common component
     (all-MiniLM-L6-v2 gives cosine 0.3-0.6 between unrelated Fashion-MNIST
-    classes). Subtracting the mean of the training classes leaves what tells the
+    classes). Subtracting the mean of the training classes leaves what distinguishes the
     classes apart. Other texts (unseen classes, queries, another dataset's
     classes) are shifted by the same training mean.
     """
