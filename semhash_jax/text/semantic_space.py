@@ -161,4 +161,6 @@ def center(embeddings: np.ndarray, mean: np.ndarray) -> np.ndarray:
     classes apart. Other texts (unseen classes, queries, another dataset's
     classes) are shifted by the same training mean.
     """
-    return _normalize_rows(np.asarray(embeddings, np.float64) - mean)
+    # In the embeddings' own dtype (float32), so that runs are bit-for-bit repeatable
+    # across versions that centre the same embeddings.
+    return _normalize_rows(embeddings - np.asarray(mean, embeddings.dtype))
