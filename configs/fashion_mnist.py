@@ -38,9 +38,9 @@ def get_config(arg: str | None = None):
     config.std = (0.3530,)
 
     if "zero_shot" in variants:
-        # Two classes whose nearest seen classes are close in text and in looks
-        # (T-shirt/top, pullover and coat; sneaker and sandal), so that a text
-        # space can place their prototypes usefully.
+        # Each of the two has seen classes close to it in text and in looks: shirts
+        # resemble T-shirts, pullovers and coats, and ankle boots resemble sneakers
+        # and sandals. A text space can then place their prototypes usefully.
         config.unseen_classes = ("Shirt", "Ankle boot")
     if "runlocal" in variants:
         config_defaults.runlocal(config)

@@ -8,7 +8,7 @@ metric settings come from the target config. The target's class prototypes come
 from its class names, embedded in the source's text space and shifted by the
 source's centring mean, so no target image or label is needed to build them.
 Target classes whose name (ignoring case) is a class the source model was trained
-on count as seen; the others are scored apart as unseen (zero-shot across
+on count as seen. The others are scored apart as unseen (zero-shot across
 datasets). Target images are converted to the source's channel count and resized
 to its input size.
 """
@@ -19,7 +19,6 @@ import pathlib
 
 from absl import logging
 import ml_collections
-import numpy as np
 
 from semhash_jax import (
     checkpointing,
@@ -31,6 +30,7 @@ from semhash_jax import (
 )
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.datasets import protocols, registry
+from semhash_jax.retrieval import prototype_analysis
 
 # Config fields that describe the model and its input; they come from the source.
 MODEL_FIELDS = (
@@ -84,15 +84,13 @@ def read_source_space(source_workdir: pathlib.Path) -> run_setup.SourceSpace:
             f"Run `python -m semhash_jax.evaluate --config=<source config> "
             f"--workdir={source_workdir}` first."
         )
-    with np.load(path, allow_pickle=False) as stored:
-        names = [str(name) for name in stored["class_names"]]
-        seen = stored["seen"]
-        mean = stored["text_mean"]
-        vocabulary = tuple(str(name) for name in stored["vocabulary"])
+    text = prototype_analysis.read_class_embeddings(path)
     return run_setup.SourceSpace(
-        vocabulary=vocabulary,
-        mean=mean if mean.size else None,
-        seen_names=frozenset(name.lower() for name, is_seen in zip(names, seen) if is_seen),
+        vocabulary=text.vocabulary,
+        mean=text.text_mean,
+        seen_names=frozenset(
+            str(name).lower() for name, is_seen in zip(text.class_names, text.seen) if is_seen
+        ),
     )
 
 

@@ -3,10 +3,10 @@
 An evaluation folder (`<workdir>/eval`) contains the database codes, the class
 prototypes, the text side of the run (`class_embeddings.npz`) and results.json,
 which names the checkpoint and the config that produced them. `QueryEncoder`
-restores that checkpoint and encodes queries the same way: a text goes through
-the run's semantic space, centring mean and semantic hash network; an image is
-converted to the model's channels and size, normalised, and goes through the
-visual hash network.
+restores that checkpoint and encodes queries the way the evaluation did. A text
+goes through the run's semantic space, centring mean and semantic hash network.
+An image is converted to the model's channels and size, normalised, and goes
+through the visual hash network.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from semhash_jax import checkpointing, config_defaults, evaluation, input_errors
 from semhash_jax import input_pipeline, preprocessing, sharding
 from semhash_jax import train_state as train_state_lib
-from semhash_jax.retrieval import code_files
+from semhash_jax.retrieval import code_files, prototype_analysis
 from semhash_jax.retrieval import codes as codes_lib
 from semhash_jax.text import semantic_space, word_vectors
 
@@ -59,19 +59,18 @@ def read_eval_files(workdir) -> EvalFiles:
             f"{results_path} was written by an older version and does not name its "
             "checkpoint. Run `python -m semhash_jax.evaluate` on the workdir again."
         )
-    with np.load(embeddings_path, allow_pickle=False) as stored:
-        text_mean = stored["text_mean"]
-        return EvalFiles(
-            eval_dir=eval_dir,
-            results=results,
-            database=code_files.read_code_file(eval_dir / "database.npz"),
-            prototypes=code_files.read_code_file(eval_dir / "prototypes.npz"),
-            class_names=tuple(str(name) for name in stored["class_names"]),
-            seen=stored["seen"],
-            vocabulary=tuple(str(name) for name in stored["vocabulary"]),
-            text_mean=text_mean if text_mean.size else None,
-            embedding_dim=int(stored["embeddings"].shape[1]),
-        )
+    text = prototype_analysis.read_class_embeddings(embeddings_path)
+    return EvalFiles(
+        eval_dir=eval_dir,
+        results=results,
+        database=code_files.read_code_file(eval_dir / "database.npz"),
+        prototypes=code_files.read_code_file(eval_dir / "prototypes.npz"),
+        class_names=tuple(str(name) for name in text.class_names),
+        seen=text.seen,
+        vocabulary=text.vocabulary,
+        text_mean=text.text_mean,
+        embedding_dim=int(text.embeddings.shape[1]),
+    )
 
 
 def read_image_file(path, channels: int) -> np.ndarray:

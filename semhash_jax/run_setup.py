@@ -22,10 +22,9 @@ from semhash_jax.text import semantic_space
 class Setup:
     """Everything a run needs before its first step, shared with evaluation.
 
-    `class_embeddings` are the vectors the semantic hash network receives (centred
-    when config.text.center is set); `raw_embeddings` are the text embeddings
-    before centring and `text_mean` is the mean that was subtracted (None without
-    centring). `seen[c]` is False for the zero-shot classes held out of training.
+    `class_embeddings` are the vectors the semantic hash network receives, centred
+    when config.text.center is set. `raw_embeddings` are the text embeddings before
+    centring, and `text_mean` is the mean that was subtracted (None without centring). `seen[c]` is False for the zero-shot classes held out of training.
     """
 
     mesh: jax.sharding.Mesh
@@ -89,11 +88,6 @@ def find_unseen_classes(unseen_names, names: class_names_lib.ClassNames) -> np.n
 
     A class matches by any of its names, ignoring case.
     """
-    if isinstance(unseen_names, str):
-        raise ValueError(
-            f"config.unseen_classes={unseen_names!r} must be a tuple of class names, "
-            f"e.g. --config.unseen_classes='(\"{unseen_names}\",)'."
-        )
     lookup = {}
     for index, class_names in enumerate(names.names):
         for name in class_names:
@@ -115,7 +109,7 @@ def find_unseen_classes(unseen_names, names: class_names_lib.ClassNames) -> np.n
         )
     if unseen.all():
         raise ValueError(
-            "config.unseen_classes holds out every class, so nothing is left to train on. "
+            "config.unseen_classes names every class, so no class is left to train on. "
             "Hold out fewer classes."
         )
     return unseen

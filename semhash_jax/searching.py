@@ -46,6 +46,7 @@ def search(
             query_encoder.read_image_file(image, channels=3)
     encoder = query_encoder.QueryEncoder(workdir)
     files = encoder.files
+
     query_image = None
     if text is not None:
         query_bits = encoder.text_codes([text])[0]
@@ -54,41 +55,52 @@ def search(
         codes, images = encoder.image_codes([image])
         query_bits, query_image = codes[0], images[0]
         query = {"image": str(image)}
+
     database = files.database
     positions, distances = rank_by_hamming(query_bits, database.packed, top_k)
     ids = database.ids if database.ids is not None else np.arange(len(database))
+    records = _database_records(encoder)
+    file_names = _file_names(records, ids[positions])
     items = [
         {
             "rank": rank + 1,
             "id": int(ids[position]),
             "hamming_distance": int(distance),
             "labels": label_names(database.labels[position], files.class_names),
+            "file_name": file_name,
         }
-        for rank, (position, distance) in enumerate(zip(positions, distances))
+        for rank, (position, distance, file_name) in enumerate(
+            zip(positions, distances, file_names)
+        )
     ]
-    for item, file_name in zip(items, _file_names(encoder, ids[positions])):
-        item["file_name"] = file_name
-    prototype_bits = codes_lib.unpack_codes(files.prototypes.packed, files.prototypes.bits) > 0
-    class_distances = classification.hamming_to_prototypes(query_bits[None], prototype_bits)[0]
-    nearest = np.argsort(class_distances, kind="stable")[:top_classes]
+
     result = {
         "query": query,
         "bits": int(database.bits),
         "database_size": len(database),
         "checkpoint": files.results["checkpoint"],
         "results": items,
-        "nearest_classes": [
-            {
-                "class": files.class_names[c],
-                "hamming_distance": int(class_distances[c]),
-                "seen_in_training": bool(files.seen[c]),
-            }
-            for c in nearest
-        ],
+        "nearest_classes": _nearest_classes(files, query_bits, top_classes),
     }
     if write_plots:
-        result["plot"] = str(_write_plot(encoder, query, query_image, items, ids[positions]))
+        plot = _write_plot(encoder, records, query, query_image, items, ids[positions])
+        result["plot"] = str(plot)
     return result
+
+
+def _nearest_classes(files, query_bits: np.ndarray, count: int) -> list[dict]:
+    """Return the `count` class prototypes nearest to the query, ties by class id."""
+    prototype_bits = codes_lib.unpack_codes(files.prototypes.packed, files.prototypes.bits) > 0
+    distances = classification.hamming_to_prototypes(query_bits[None], prototype_bits)[0]
+    nearest = np.argsort(distances, kind="stable")[:count]
+    return [
+        {
+            "class": files.class_names[c],
+            "hamming_distance": int(distances[c]),
+            "seen_in_training": bool(files.seen[c]),
+        }
+        for c in nearest
+    ]
 
 
 def _database_records(encoder):
@@ -107,9 +119,8 @@ def _database_records(encoder):
     return builder, split
 
 
-def _file_names(encoder, pool_ids) -> list[str | None]:
+def _file_names(records, pool_ids) -> list[str | None]:
     """Return the file name of each database item, for datasets that record one (image folders)."""
-    records = _database_records(encoder)
     if records is None or "file_name" not in records[0].info.features:
         return [None] * len(pool_ids)
     builder, split = records
@@ -127,9 +138,8 @@ def _file_names(encoder, pool_ids) -> list[str | None]:
     return names
 
 
-def _write_plot(encoder, query: dict, query_image, items: list[dict], pool_ids):
+def _write_plot(encoder, records, query: dict, query_image, items: list[dict], pool_ids):
     files = encoder.files
-    records = _database_records(encoder)
     if records is None:
         raise input_errors.mark(
             FileNotFoundError(

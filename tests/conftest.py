@@ -22,3 +22,38 @@ from absl import flags  # noqa: E402
 
 # grain and orbax read absl flags; under pytest nothing parses them.
 flags.FLAGS.mark_as_parsed()
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def zero_shot_data_dir(tmp_path_factory):
+    """A prepared slice of Fashion-MNIST, 400 images per split."""
+    from tests import helpers
+
+    path = tmp_path_factory.mktemp("zero_shot_tfds")
+    helpers.prepare_slice(path, max_examples=400)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def zero_shot_run(zero_shot_data_dir, tmp_path_factory):
+    """(workdir, stdout) of the main binary's zero-shot runlocal training on that slice.
+
+    Shared by the zero-shot, search and cross-dataset tests, which only read the
+    run or restore what they change.
+    """
+    from tests.test_end_to_end import ROOT, run_binary
+
+    workdir = tmp_path_factory.mktemp("zero_shot_run") / "run"
+    config = (
+        str(ROOT / "configs" / "fashion_mnist.py") + ":protocol=train_test_split,zero_shot,runlocal"
+    )
+    completed = run_binary(
+        "semhash_jax.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        f"--config.data_dir={zero_shot_data_dir}",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return workdir, completed.stdout

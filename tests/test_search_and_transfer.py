@@ -10,7 +10,6 @@ import pytest
 from configs import fashion_mnist, image_folder
 from semhash_jax import cross_dataset, searching
 from semhash_jax.retrieval import code_files
-from tests import helpers
 from tests.test_end_to_end import ROOT, run_binary
 
 CONFIG = (
@@ -21,23 +20,13 @@ ANKLE_BOOT = 9
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
-    helpers.prepare_slice(path, max_examples=400)
-    return str(path)
+def data_dir(zero_shot_data_dir):
+    return zero_shot_data_dir
 
 
 @pytest.fixture(scope="module")
-def workdir(data_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("source") / "run"
-    completed = run_binary(
-        "semhash_jax.main",
-        f"--config={CONFIG}",
-        f"--workdir={path}",
-        f"--config.data_dir={data_dir}",
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return path
+def workdir(zero_shot_run):
+    return zero_shot_run[0]
 
 
 def read_bits(path):
@@ -204,7 +193,9 @@ def test_transfer_results_named_by_folder(transferred, target_images):
     from semhash_jax.datasets import image_folder as image_folder_data
 
     out, _ = transferred
-    expected = f"image_folder_{image_folder_data.config_name(target_images)}_1.0.0-holdout_per_class"
+    expected = (
+        f"image_folder_{image_folder_data.config_name(target_images)}_1.0.0-holdout_per_class"
+    )
     assert out.name == expected
 
 

@@ -10,7 +10,6 @@ from configs import fashion_mnist
 from semhash_jax import input_pipeline, preprocessing, run_setup
 from semhash_jax.datasets import class_names, protocols
 from semhash_jax.retrieval import classification
-from tests import helpers
 from tests.test_end_to_end import ROOT, run_binary
 
 CONFIG = (
@@ -21,10 +20,8 @@ SHIRT, ANKLE_BOOT = 6, 9
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
-    helpers.prepare_slice(path, max_examples=400)
-    return str(path)
+def data_dir(zero_shot_data_dir):
+    return zero_shot_data_dir
 
 
 def zero_shot_config(data_dir):
@@ -166,16 +163,8 @@ def test_accuracy_multi_label_any_positive():
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("zero_shot_run") / "run"
-    completed = run_binary(
-        "semhash_jax.main",
-        f"--config={CONFIG}",
-        f"--workdir={workdir}",
-        f"--config.data_dir={data_dir}",
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return workdir, completed.stdout
+def trained(zero_shot_run):
+    return zero_shot_run
 
 
 @pytest.mark.slow

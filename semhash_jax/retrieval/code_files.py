@@ -58,20 +58,7 @@ def read_code_file(path) -> CodeSet:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"code file {path} not found. Pass the path of an .npz file.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path} is not a readable .npz file (not a zip archive). Save it with numpy.savez."
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .npz file ({error})") from error
-    except ValueError as error:
-        raise ValueError(
-            f"{path} contains object arrays, which are not read for safety ({error}). "
-            "Store codes and labels as numeric arrays."
-        ) from error
+    arrays = load_npz(path, "Store codes and labels as numeric arrays.")
 
     for required in ("codes", "labels"):
         if required not in arrays:
@@ -87,6 +74,26 @@ def read_code_file(path) -> CodeSet:
     if ids is not None and (ids.ndim != 1 or len(ids) != num_items):
         raise ValueError(f"{path}: 'ids' must be a 1-D array of {num_items} ids, got {ids.shape}")
     return CodeSet(packed, bits, labels, ids, arrays.get("class_names"))
+
+
+def load_npz(path: pathlib.Path, object_hint: str) -> dict[str, np.ndarray]:
+    """Return every array of an .npz file; raise ValueError for unreadable files.
+
+    Object arrays are not loaded (no pickle); `object_hint` says how to store the data instead.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a readable .npz file (not a zip archive). Save it with numpy.savez."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz file ({error})") from error
+    except ValueError as error:
+        raise ValueError(
+            f"{path} contains object arrays, which are not read for safety ({error}). {object_hint}"
+        ) from error
 
 
 def _read_codes(arrays: dict, path) -> tuple[np.ndarray, int]:

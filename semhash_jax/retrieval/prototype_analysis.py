@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import zipfile
 
 import numpy as np
 from scipy import stats
 
+from semhash_jax.retrieval import code_files
 from semhash_jax.retrieval.code_files import CodeSet
 from semhash_jax.retrieval.codes import unpack_codes
 
@@ -35,6 +35,8 @@ class ClassEmbeddings:
     seen: np.ndarray
     # Mean [H] that training subtracted before the semantic network, or None without centring.
     text_mean: np.ndarray | None = None
+    # Class names of the training dataset, the dimensions of a one_hot space.
+    vocabulary: tuple[str, ...] = ()
 
 
 def code_bits(code_set: CodeSet) -> np.ndarray:
@@ -163,18 +165,7 @@ def read_class_embeddings(path) -> ClassEmbeddings:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"class embeddings file {path} not found")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable .npz file ({error})") from error
-    except ValueError as error:
-        raise ValueError(
-            f"{path} contains object arrays, which are not read for safety ({error}). "
-            "Store class names as a numpy string array."
-        ) from error
+    arrays = code_files.load_npz(path, "Store class names as a numpy string array.")
 
     for required in ("embeddings", "class_names"):
         if required not in arrays:
@@ -213,7 +204,11 @@ def read_class_embeddings(path) -> ClassEmbeddings:
             f"{path}: 'text_mean' must be empty or have shape ({embeddings.shape[1]},) like "
             f"an embedding row, got {text_mean.shape}"
         )
-    return ClassEmbeddings(embeddings, class_names, seen.astype(bool), text_mean)
+    vocabulary = arrays.get("vocabulary")
+    vocabulary = class_names if vocabulary is None else vocabulary
+    return ClassEmbeddings(
+        embeddings, class_names, seen.astype(bool), text_mean, tuple(str(n) for n in vocabulary)
+    )
 
 
 def check_inputs(

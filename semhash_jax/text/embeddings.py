@@ -451,29 +451,35 @@ def class_name_embeddings(
     names, texts = _format_class_texts(class_names, template)
     _validate_pooling(pooling)
     identity = model_identity(model)
+    key = {
+        "model": identity,
+        "template": template,
+        "class_names": names,
+        "pooling": pooling,
+        "normalize": normalize,
+    }
+    encoder = lambda: _cached_text_encoder(model, identity, pooling, normalize).encode(texts)
+    return cached_embeddings(key, len(names), cache_dir, encoder)
 
+
+def cached_embeddings(key: dict, num_rows: int, cache_dir, compute) -> np.ndarray:
+    """Return `compute()`, stored in `cache_dir` as text_embeddings_<hash of key>.npz.
+
+    The file also stores `key` as JSON, and a file whose JSON differs, or that cannot
+    be read, is recomputed. `cache_dir` None computes without caching.
+    """
     if cache_dir is None:
-        return _cached_text_encoder(model, identity, pooling, normalize).encode(texts)
-
-    key_json = json.dumps(
-        {
-            "model": identity,
-            "template": template,
-            "class_names": names,
-            "pooling": pooling,
-            "normalize": normalize,
-        },
-        sort_keys=True,
-    )
+        return compute()
+    key_json = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key_json.encode("utf-8")).hexdigest()
     path = Path(cache_dir) / f"text_embeddings_{digest[:16]}.npz"
 
-    cached = load_cached_embeddings(path, key_json, len(names))
+    cached = load_cached_embeddings(path, key_json, num_rows)
     if cached is not None:
         logging.info("Text embedding cache hit: %s", path)
         return cached
 
-    logging.info("Text embedding cache miss, computing %d class embeddings: %s", len(names), path)
-    embeddings = _cached_text_encoder(model, identity, pooling, normalize).encode(texts)
+    logging.info("Text embedding cache miss, computing %d embeddings: %s", num_rows, path)
+    embeddings = np.asarray(compute(), dtype=np.float32)
     save_embeddings_atomically(path, key_json, embeddings)
     return embeddings

@@ -19,10 +19,8 @@ keyed by its inputs (see `embeddings.class_name_embeddings`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from absl import logging
 import numpy as np
@@ -31,25 +29,6 @@ from semhash_jax.text import embeddings as bert_embeddings
 from semhash_jax.text import word_vectors
 
 SPACES = ("bert", "word_vectors", "one_hot", "random")
-
-
-def _cached(key: dict, num_texts: int, cache_dir, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Return `compute()`, stored in `cache_dir` under a file named by the hash of `key`."""
-    if cache_dir is None:
-        return compute()
-    key_json = json.dumps(key, sort_keys=True)
-    digest = hashlib.sha256(key_json.encode("utf-8")).hexdigest()
-    path = Path(cache_dir) / f"text_embeddings_{digest[:16]}.npz"
-    cached = bert_embeddings.load_cached_embeddings(path, key_json, num_texts)
-    if cached is not None:
-        logging.info("Text embedding cache hit (%s space): %s", key["space"], path)
-        return cached
-    logging.info(
-        "Text embedding cache miss (%s space), computing %d: %s", key["space"], num_texts, path
-    )
-    result = compute().astype(np.float32)
-    bert_embeddings.save_embeddings_atomically(path, key_json, result)
-    return result
 
 
 def _normalize_rows(embeddings: np.ndarray) -> np.ndarray:
@@ -140,13 +119,19 @@ def embed_texts(
     key = {"space": space, "texts": texts, "normalize": bool(text_config.normalize)}
     if space == "one_hot":
         key["vocabulary"] = list(vocabulary)
-        return _cached(key, len(texts), cache_dir, lambda: _one_hot(texts, vocabulary))
+        return bert_embeddings.cached_embeddings(
+            key, len(texts), cache_dir, lambda: _one_hot(texts, vocabulary)
+        )
     if space == "random":
         key.update(seed=int(text_config.random_seed), dim=int(text_config.random_dim))
-        return _cached(key, len(texts), cache_dir, lambda: _random(texts, text_config))
+        return bert_embeddings.cached_embeddings(
+            key, len(texts), cache_dir, lambda: _random(texts, text_config)
+        )
     if space == "word_vectors":
         key["file"] = word_vectors.file_identity(os.fspath(text_config.word_vectors))
-        return _cached(key, len(texts), cache_dir, lambda: _word_vectors(texts, text_config))
+        return bert_embeddings.cached_embeddings(
+            key, len(texts), cache_dir, lambda: _word_vectors(texts, text_config)
+        )
     raise ValueError(
         f"Unknown text space {space!r}. Set --config.text.space to one of: {', '.join(SPACES)}."
     )
