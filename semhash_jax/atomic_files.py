@@ -1,4 +1,8 @@
-"""Atomic writes: a reader sees the old file or the complete new one, never a partial file."""
+"""Atomic writes: a reader sees the old file or the complete new one, never a partial file.
+
+Temporary names carry the process id, so processes of a multi-host run that write
+the same file to a shared folder do not write into each other's temporary file.
+"""
 
 import json
 import math
@@ -15,7 +19,7 @@ def write_json(path: str | os.PathLike, payload: dict):
     not valid JSON.
     """
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_nan_to_none(payload), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
@@ -34,6 +38,6 @@ def save_npz(path: str | os.PathLike, **arrays):
     """Save `arrays` to the .npz file `path` through a temporary file."""
     path = pathlib.Path(path)
     # np.savez appends ".npz" to names without it, so the temporary name keeps it.
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)

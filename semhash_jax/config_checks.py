@@ -10,7 +10,7 @@ import os
 import pathlib
 import tempfile
 
-from semhash_jax import losses, preprocessing
+from semhash_jax import losses, preprocessing, sharding
 from semhash_jax.datasets import class_names, protocols, registry
 from semhash_jax.models import backbones, pretrained
 from semhash_jax.text import embeddings, semantic_space
@@ -83,6 +83,9 @@ def check_config(config, device_count: int):
         raise ValueError(f"config.std={config.std} must be positive.")
     _check_choice(config.model.backbone, "model.backbone", backbones.BACKBONES)
     _check_choice(config.model.stem, "model.stem", ("cifar", "imagenet"))
+    _check_choice(config.model.get("dtype", "float32"), "model.dtype", backbones.COMPUTE_DTYPES)
+    sharding.mesh_shape(config.get("mesh", sharding.DEFAULT_MESH), device_count)
+    _check_positive_int(config.get("fsdp_min_size", 1), "fsdp_min_size")
     for width in config.model.semantic_hidden:
         _check_positive_int(width, "model.semantic_hidden")
     _check_choice(config.loss.alignment, "loss.alignment", losses.ALIGNMENT_LOSSES)

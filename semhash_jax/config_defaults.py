@@ -149,6 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.pretrained = ""
     # Hidden widths of the semantic hash MLP; () maps embeddings to K directly.
     config.model.semantic_hidden = (512,)
+    # Compute dtype of the backbone: "float32", or "bfloat16" for mixed precision
+    # on TPUs and recent GPUs. Parameters, the hash head and the loss stay float32.
+    config.model.dtype = "float32"
 
     # --- Loss -----------------------------------------------------------------------
     config.loss = ml_collections.ConfigDict()
@@ -165,6 +168,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.quantization_weight = 0.1
     # Also apply the quantization term to the class prototypes.
     config.loss.quantize_prototypes = False
+
+    # --- Devices ------------------------------------------------------------------
+    # Device mesh as (axis name, size) pairs; -1 takes the remaining devices. "data"
+    # replicates parameters; "fsdp" also shards parameters and optimizer state
+    # (see semhash_jax/sharding.py). The batch is split over all devices.
+    # e.g. --config.mesh='(("data", -1), ("fsdp", 4))'
+    config.mesh = (("data", -1),)
+    # Arrays with fewer elements stay replicated on the fsdp axis: splitting them
+    # saves little memory and adds a collective each.
+    config.fsdp_min_size = 2**16
 
     # --- Optimisation -----------------------------------------------------------
     config.seed = 0

@@ -16,6 +16,9 @@ import pathlib
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# Defines the multi-process flags (--distributed, --coordinator_address, ...).
+from semhash_jax import platform
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config",
@@ -40,10 +43,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.workdir is None and FLAGS.checkpoint_from is None:
         raise app.UsageError("Pass --workdir, or --checkpoint_from for a cross-dataset evaluation.")
-    from semhash_jax import platform
-
     platform.quiet_library_logs()
+    platform.initialize_distributed_from_flags()
     import jax
+
     from semhash_jax import cross_dataset, evaluation, input_errors
 
     platform.hide_accelerators_from_tensorflow()
@@ -59,6 +62,8 @@ def main(argv):
         )
     else:
         results = input_errors.run(evaluation.evaluate, FLAGS.config, FLAGS.workdir, FLAGS.step)
+    if jax.process_index() > 0:
+        return
     print(evaluation.format_results(results))
     eval_dir = pathlib.Path(results["code_files"]["query"]).parent
     print(f"Results written to {eval_dir / 'results.json'}")

@@ -38,11 +38,6 @@ class Encoder:
     """Jitted image and class-name encoders of one model state, in eval mode."""
 
     def __init__(self, graphdef: nnx.GraphDef, state: nnx.State, mesh):
-        if jax.process_count() > 1:
-            # TODO: gather the codes and masks of all processes for multi-host runs.
-            raise NotImplementedError(
-                "Evaluation runs in a single process only. Run the evaluation binary on one host."
-            )
         model, _ = nnx.merge(graphdef, state)
         model.eval()
         model_graphdef, self._model_state = nnx.split(model)
@@ -61,6 +56,8 @@ class Encoder:
             out_shardings=replicated,
         )
         self._encode_classes = jax.jit(encode_classes, out_shardings=replicated)
+        # Labels and masks of a global batch, copied to every process.
+        self._gather = jax.jit(lambda tree: tree, out_shardings=replicated)
 
     def images(self, source: input_pipeline.PoolSource, batch_size: int, mean, std, transform):
         """Return real-valued codes [N, K] and labels [N] of every item of `source`.
@@ -69,15 +66,21 @@ class Encoder:
         """
         codes, labels = [], []
         for batch in input_pipeline.eval_batches(
-            source, global_batch_size=batch_size, mean=mean, std=std, transform=transform
+            source,
+            global_batch_size=batch_size,
+            mean=mean,
+            std=std,
+            transform=transform,
+            process_rows=sharding.process_rows(self._mesh, batch_size),
         ):
-            mask = batch.pop("mask")
-            images = jax.make_array_from_process_local_data(
-                sharding.batch_sharded(self._mesh), batch["image"]
+            del batch["id"]
+            batch = sharding.global_batch(batch, self._mesh)
+            batch_codes = np.asarray(self._encode_images(self._model_state, batch["image"]))
+            gathered = jax.device_get(
+                self._gather({"label": batch["label"], "mask": batch["mask"]})
             )
-            batch_codes = np.asarray(self._encode_images(self._model_state, images))
-            codes.append(batch_codes[mask])
-            labels.append(batch["label"][mask])
+            codes.append(batch_codes[gathered["mask"]])
+            labels.append(gathered["label"][gathered["mask"]])
         return np.concatenate(codes), np.concatenate(labels)
 
     def image_array(self, images: np.ndarray) -> np.ndarray:
@@ -153,7 +156,7 @@ def _subset_metrics(config, setup, mask, query, database) -> dict | None:
         top_k=config.top_k,
         radius=config.get("radius", 2),
         pr_curve=False,
-        mesh=setup.mesh,
+        mesh=sharding.local_mesh(),
     )["metrics"]
 
 
@@ -275,7 +278,7 @@ def evaluate_state(
         bits=config.bits,
         top_k=config.top_k,
         radius=config.get("radius", 2),
-        mesh=setup.mesh,
+        mesh=sharding.local_mesh(),
     )
     query_bits, prototype_bits = query_codes > 0, prototypes > 0
     accuracy = classification.nearest_prototype_accuracy(query_bits, query_labels, prototype_bits)
@@ -286,7 +289,7 @@ def evaluate_state(
         bits=config.bits,
         top_k=config.top_k,
         radius=config.get("radius", 2),
-        mesh=setup.mesh,
+        mesh=sharding.local_mesh(),
     )
 
     results = {

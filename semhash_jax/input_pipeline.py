@@ -127,6 +127,25 @@ def local_batch_size(global_batch_size: int) -> int:
     return global_batch_size // count
 
 
+def _rows(global_batch_size: int, process_rows: tuple[int, int] | None) -> tuple[int, int]:
+    """Return this process's rows [start, stop) of every global batch.
+
+    The default is the process index's contiguous block; the trainer passes the
+    rows that the mesh gives this process's devices (`sharding.process_rows`).
+    """
+    if process_rows is None:
+        batch = local_batch_size(global_batch_size)
+        return jax.process_index() * batch, (jax.process_index() + 1) * batch
+    start, stop = process_rows
+    batch = stop - start
+    if batch <= 0 or global_batch_size % batch or start % batch:
+        raise ValueError(
+            f"Rows [{start}, {stop}) of a global batch of {global_batch_size} are not "
+            "one of equal contiguous blocks, one per process."
+        )
+    return start, stop
+
+
 def train_iterator(
     source: PoolSource | InMemorySource,
     *,
@@ -136,24 +155,29 @@ def train_iterator(
     std,
     transform: grain.transforms.Map | grain.transforms.RandomMap,
     worker_count: int = 0,
+    process_rows: tuple[int, int] | None = None,
 ) -> grain.DatasetIterator:
-    """Return an endless iterator over shuffled local batches.
+    """Return an endless iterator over this process's rows of shuffled global batches.
 
-    Every epoch is a new permutation drawn from `seed`. Processes read disjoint
-    interleaved shares of the shuffled stream, so the global batch is the same
-    for any process count. `transform` (see `preprocessing`) brings each image to
-    the model's size; a random one draws from a generator derived from `seed` and
-    the element's position in the stream.
+    Every epoch is a new permutation drawn from `seed`. The stream of global
+    batches is the same for any process count: the random transform (see
+    `preprocessing`) draws from a generator derived from `seed` and the element's
+    position in the global stream, and each process reads only its rows
+    `process_rows` ([start, stop)) of every global batch. So two processes with
+    half a batch each feed a step exactly the batch that one process would.
     """
-    batch = local_batch_size(global_batch_size)
+    start, stop = _rows(global_batch_size, process_rows)
+    batch = stop - start
     dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-    dataset = dataset[jax.process_index() :: jax.process_count()]
     if isinstance(transform, grain.transforms.RandomMap):
         dataset = dataset.random_map(transform, seed=seed)
     else:
         dataset = dataset.map(transform)
     dataset = dataset.map(Normalize(tuple(mean), tuple(std)))
+    # Local batches are consecutive blocks of the stream; slicing the lazy batched
+    # dataset reads and transforms only this process's blocks.
     dataset = dataset.batch(batch, drop_remainder=True)
+    dataset = dataset[start // batch :: global_batch_size // batch]
     iter_dataset = dataset.to_iter_dataset()
     if worker_count > 0:
         iter_dataset = iter_dataset.mp_prefetch(
@@ -169,27 +193,29 @@ def eval_batches(
     mean,
     std,
     transform: grain.transforms.Map,
+    process_rows: tuple[int, int] | None = None,
 ):
     """Yield fixed-shape local batches over `source` once, in id-list order.
 
     Each batch carries a boolean `mask`; the last batch is padded with
     masked-out copies of its first element, so every batch has the same shape
-    and the encoder compiles once. With several processes, each takes a
-    contiguous block of every global batch.
+    and the encoder compiles once. With several processes, each takes its rows
+    `process_rows` ([start, stop)) of every global batch.
     """
-    batch = local_batch_size(global_batch_size)
-    index = jax.process_index()
+    row_start, row_stop = _rows(global_batch_size, process_rows)
+    batch = row_stop - row_start
     normalize = Normalize(tuple(mean), tuple(std))
     total = len(source)
     for start in range(0, total, global_batch_size):
-        local_start = start + index * batch
-        positions = range(local_start, min(local_start + batch, total))
+        local_start = start + row_start
+        positions = list(range(local_start, min(local_start + batch, total)))
+        valid = len(positions)
+        # A process whose rows of the last batch lie past the end pads with item 0.
         elements = [
             normalize.map(transform.map(element))
-            for element in source.__getitems__(list(positions))
+            for element in source.__getitems__(positions or [0])
         ]
-        valid = len(elements)
-        elements += [elements[0]] * (batch - valid)
+        elements += [elements[0]] * (batch - len(elements))
         mask = np.zeros(batch, dtype=bool)
         mask[:valid] = True
         yield {

@@ -1,9 +1,28 @@
-"""Process-level settings shared by the binaries."""
+"""Process-level settings shared by the binaries: multi-process start-up and logs.
+
+Importing this module defines the multi-process flags of the binaries that
+train and evaluate; it imports neither JAX nor TensorFlow.
+"""
 
 import logging as python_logging
 import os
 
-from absl import logging
+from absl import app, flags, logging
+
+DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Start JAX's multi-process runtime: auto (when --coordinator_address is given or "
+    "a SLURM, Open MPI or TPU pod environment with several processes is found), on, off.",
+)
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for clusters JAX cannot detect."
+)
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (with --coordinator_address)."
+)
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process, 0..N-1.")
 
 # Library modules whose INFO lines (dozens per checkpoint) are hidden from the
 # binaries' logs; their warnings and errors still show.
@@ -34,3 +53,88 @@ def quiet_library_logs():
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+# Environment variables that show a job spread over several processes: set by
+# SLURM (srun), Open MPI (mpirun) and Cloud TPU pod slices.
+_MULTI_PROCESS_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def multi_process_environment() -> str | None:
+    """Return the name of the cluster variable that announces several processes, or None."""
+    for name in _MULTI_PROCESS_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return name
+    if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+        return "TPU_WORKER_HOSTNAMES"
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS"
+    return None
+
+
+def initialize_distributed(
+    mode: str,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Start JAX's multi-controller runtime when the job runs as several processes.
+
+    mode "on" always calls `jax.distributed.initialize`, "off" never, and "auto"
+    when a coordinator address is given or `multi_process_environment` finds a
+    cluster variable. Arguments left None are detected by JAX (Cloud TPU, SLURM,
+    Open MPI, Kubernetes). Must run before anything else touches a JAX device.
+    Returns True when the runtime was started.
+    """
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"Invalid --distributed={mode!r}: use auto, on or off.")
+    given = [coordinator_address, num_processes, process_id]
+    if any(value is not None for value in given) and coordinator_address is None:
+        raise ValueError(
+            "--num_processes and --process_id need --coordinator_address=HOST:PORT "
+            "(the address of process 0)."
+        )
+    if mode == "off":
+        if coordinator_address is not None:
+            raise ValueError("--coordinator_address conflicts with --distributed=off.")
+        return False
+    reason = "--distributed=on"
+    if mode == "auto":
+        detected = multi_process_environment()
+        if coordinator_address is None and detected is None:
+            return False
+        reason = "--coordinator_address" if coordinator_address else f"${detected}"
+    import jax
+
+    # Processes that compute on CPUs exchange data over TCP with gloo; accelerator
+    # backends use their own interconnect and ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    logging.info(
+        "Starting JAX's distributed runtime (%s): coordinator %s, process %s of %s.",
+        reason,
+        coordinator_address or "detected",
+        "detected" if process_id is None else process_id,
+        "detected" if num_processes is None else num_processes,
+    )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    logging.info(
+        "JAX distributed runtime started: process %d of %d.",
+        jax.process_index(),
+        jax.process_count(),
+    )
+    return True
+
+
+def initialize_distributed_from_flags() -> bool:
+    """Call `initialize_distributed` with the flags; a bad combination is a usage error."""
+    try:
+        return initialize_distributed(
+            DISTRIBUTED.value, COORDINATOR_ADDRESS.value, NUM_PROCESSES.value, PROCESS_ID.value
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None

@@ -10,6 +10,7 @@ import pathlib
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from semhash_jax import config_checks, input_errors, sharding
@@ -170,18 +171,30 @@ def _seen_classes(config, names, source: SourceSpace | None) -> np.ndarray:
     return seen
 
 
+def _prepare_dataset(config):
+    """Return the prepared dataset's builder, preparing it when needed.
+
+    With several processes, process 0 prepares first and the others wait, so that
+    they do not write the same files into a shared data dir at once.
+    """
+    if jax.process_count() == 1:
+        return registry.prepare(config.dataset, config.data_dir, config.source_dir)
+    builder = None
+    if jax.process_index() == 0:
+        builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
+    multihost_utils.sync_global_devices("semhash_jax: dataset prepared")
+    if builder is None:
+        builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
+    return builder
+
+
 def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None) -> Setup:
     config_checks.check_config(config, jax.device_count())
     config_checks.check_workdir(workdir)
     config_checks.check_inputs(config)
-    mesh = sharding.make_mesh()
-    logging.info(
-        "Mesh: %s over %d devices (%s).",
-        dict(mesh.shape),
-        mesh.devices.size,
-        jax.devices()[0].platform,
-    )
-    builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
+    mesh = sharding.make_mesh(config.get("mesh", sharding.DEFAULT_MESH))
+    logging.info("Mesh: %s.", sharding.describe(mesh))
+    builder = _prepare_dataset(config)
     # Class names and held-out classes are checked before a split is drawn and saved.
     names = _dataset_class_names(config, builder)
     seen = _seen_classes(config, names, source)

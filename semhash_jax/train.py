@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from semhash_jax import checkpointing, evaluation, input_pipeline, losses, preprocessing
-from semhash_jax import run_setup, sharding, train_state as train_state_lib
+from semhash_jax import checkpointing, evaluation, input_pipeline, losses, preemption
+from semhash_jax import preprocessing, run_setup, sharding, train_state as train_state_lib
 
 
 def augment(images, key, *, flip: bool, max_shift: int):
@@ -85,6 +85,46 @@ def make_train_step(
         in_shardings=(train_state.sharding, sharding.batch_sharded(mesh), replicated, replicated),
         out_shardings=(train_state.sharding, replicated),
         donate_argnums=(0,),
+    )
+
+
+def memory_per_device(compiled) -> dict[str, int] | None:
+    """Return the bytes per device of a compiled step from XLA's memory analysis.
+
+    Keys: arguments (state, batch, embeddings), outputs, aliased (outputs that
+    reuse donated argument buffers), temporaries, and peak (XLA's peak estimate,
+    else arguments + outputs - aliased + temporaries). None when the backend
+    gives no analysis.
+    """
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    sizes = {
+        "arguments": analysis.argument_size_in_bytes,
+        "outputs": analysis.output_size_in_bytes,
+        "aliased": analysis.alias_size_in_bytes,
+        "temporaries": analysis.temp_size_in_bytes,
+    }
+    peak = getattr(analysis, "peak_memory_in_bytes", 0)
+    sizes["peak"] = peak or (
+        sizes["arguments"] + sizes["outputs"] - sizes["aliased"] + sizes["temporaries"]
+    )
+    return {name: int(value) for name, value in sizes.items()}
+
+
+def log_memory_per_device(compiled):
+    sizes = memory_per_device(compiled)
+    if sizes is None:
+        logging.info("XLA gives no memory analysis of the train step on this backend.")
+        return
+    logging.info(
+        "Train step memory per device (XLA compiled memory analysis): peak %.1f MiB; "
+        "arguments %.1f MiB (state, batch, class embeddings), outputs %.1f MiB, "
+        "of which %.1f MiB reuse donated buffers, temporaries %.1f MiB.",
+        *(
+            sizes[name] / 2**20
+            for name in ("peak", "arguments", "outputs", "aliased", "temporaries")
+        ),
     )
 
 
@@ -186,6 +226,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         std=config.std,
         transform=preprocessing.train_transform(config),
         worker_count=config.data_workers,
+        process_rows=sharding.process_rows(mesh, config.batch_size),
     )
 
     schedule = train_state_lib.make_schedule(config)
@@ -208,16 +249,69 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     seen_classes = None if setup.seen.all() else setup.seen_classes
     train_step = make_train_step(config, train_state, mesh, num_classes, schedule, seen_classes)
-    class_embeddings = jax.device_put(
-        jnp.asarray(setup.class_embeddings[setup.seen]), sharding.replicated(mesh)
+    replicated = sharding.replicated(mesh)
+    class_embeddings = sharding.put(
+        np.asarray(setup.class_embeddings[setup.seen], np.float32), replicated
     )
-    key = jax.device_put(jax.random.key(config.seed + 1), sharding.replicated(mesh))
+    key = jax.jit(lambda: jax.random.key(config.seed + 1), out_shardings=replicated)()
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if initial_step == 0:
         writer.write_hparams(_flatten(config))
+    if initial_step >= config.num_train_steps:
+        logging.info("Training already finished at step %d; evaluating only.", initial_step)
+    else:
+        logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
+        _train_loop(
+            config,
+            initial_step,
+            train_step=train_step,
+            train_state=train_state,
+            train_iter=train_iter,
+            mesh=mesh,
+            class_embeddings=class_embeddings,
+            key=key,
+            checkpointer=checkpointer,
+            writer=writer,
+        )
+    writer.flush()
+
+    logging.info("Evaluating the state of step %d.", config.num_train_steps)
+    results = evaluation.evaluate_state(
+        config,
+        workdir,
+        step=config.num_train_steps,
+        setup=setup,
+        graphdef=train_state.graphdef,
+        state=train_state.state,
+    )
+    writer.write_scalars(config.num_train_steps, eval_scalars(results))
+    writer.close()
+    checkpointer.close()
+    return results
+
+
+def _train_loop(
+    config,
+    initial_step: int,
+    *,
+    train_step,
+    train_state,
+    train_iter,
+    mesh,
+    class_embeddings,
+    key,
+    checkpointer: checkpointing.Checkpointer,
+    writer,
+):
+    """Run steps initial_step + 1 .. num_train_steps with logging and checkpoints.
+
+    On a preemption notice, saves the current step and raises `preemption.Preempted`.
+    On any error, finishes the checkpoint saves in flight before re-raising.
+    """
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)
     accumulator = MetricAccumulator()
+    watch = preemption.PreemptionWatch()
 
     def report_metrics(step):
         first = accumulator.first_step
@@ -225,28 +319,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _check_finite(means, first, step)
         writer.write_scalars(step, means)
 
-    if initial_step >= config.num_train_steps:
-        logging.info("Training already finished at step %d; evaluating only.", initial_step)
-    else:
-        logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
     step = initial_step
+    compiled_step = None
     try:
         for step in range(initial_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 batch = sharding.global_batch(next(train_iter), mesh)
-                train_state.state, metrics = train_step(
+                if compiled_step is None:
+                    # Compiled ahead of the first call, to report memory before it runs.
+                    compiled_step = train_step.lower(
+                        train_state.state, batch, class_embeddings, key
+                    ).compile()
+                    log_memory_per_device(compiled_step)
+                train_state.state, metrics = compiled_step(
                     train_state.state, batch, class_embeddings, key
                 )
             accumulator.add(step, metrics)
             report(step)
             is_last = step == config.num_train_steps
-            if step % config.log_every_steps == 0 or is_last:
+            preempted = watch.reached(step)
+            save = step % config.checkpoint_every_steps == 0 or is_last or preempted
+            # Metrics are checked for NaN before every save, so no NaN state is saved.
+            if step % config.log_every_steps == 0 or (save and accumulator.pending()):
                 report_metrics(step)
-            if step % config.checkpoint_every_steps == 0 or is_last:
-                if accumulator.pending():
-                    report_metrics(step)
+            if save:
                 with report.timed("checkpoint"):
                     checkpointer.save(step, train_state.state, train_iter)
+            if preempted and not is_last:
+                checkpointer.wait()
+                raise preemption.Preempted(step)
     except BaseException as e:
         # Finish the saves already started, so that an interrupted run keeps
         # every checkpoint it wrote before the error.
@@ -259,20 +360,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpointer.close()
         writer.close()
         raise
+    finally:
+        watch.close()
     checkpointer.wait()
-    writer.flush()
     logging.info("Finished training at step %d.", config.num_train_steps)
-
-    with report.timed("eval"):
-        results = evaluation.evaluate_state(
-            config,
-            workdir,
-            step=config.num_train_steps,
-            setup=setup,
-            graphdef=train_state.graphdef,
-            state=train_state.state,
-        )
-    writer.write_scalars(config.num_train_steps, eval_scalars(results))
-    writer.close()
-    checkpointer.close()
-    return results

@@ -54,14 +54,16 @@ def load_pretrained_backbone(train_state: TrainState, config) -> nnx.State:
     )
     state = jax.tree.map(lambda x: x, train_state.state)
     nnx.replace_by_pure_dict(state, pure)
-    return jax.device_put(state, train_state.sharding)
+    return sharding.put(state, train_state.sharding)
 
 
 def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:
-    """Create model and optimizer state directly on the mesh, replicated.
+    """Create model and optimizer state directly on the mesh.
 
-    The shapes come from `nnx.eval_shape`, so nothing is materialised on the
-    host before the jitted init writes the arrays with their final sharding.
+    Arrays are replicated over the data axis and, with an fsdp axis in the mesh,
+    split over it (`sharding.state_sharding`). The shapes come from
+    `nnx.eval_shape`, so nothing is materialised on the host before the jitted
+    init writes the arrays with their final sharding.
     """
     tx = make_optimizer(config, schedule)
 
@@ -78,6 +80,8 @@ def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Sche
 
     key = jax.random.key(config.seed)
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(key)))
-    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
+    state_sharding = sharding.state_sharding(
+        mesh, abstract_state, min_size=config.get("fsdp_min_size", 1)
+    )
     init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=state_sharding)
     return TrainState(graphdef, init(key), state_sharding)

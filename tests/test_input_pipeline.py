@@ -105,3 +105,60 @@ def test_in_memory_source_matches_records(builder):
         assert item["id"] == expected["id"]
         assert item["label"] == expected["label"]
         np.testing.assert_array_equal(item["image"], expected["image"])
+
+
+def test_process_rows_rebuild_global_batches(builder):
+    """Two processes' rows, laid end to end, are the single-process batches."""
+    source = make_source(builder, np.arange(100))
+    # A random crop, so that element transforms depend on the stream position too.
+    transform = preprocessing.TrainCrop(size=20)
+
+    def batches(rows):
+        iterator = input_pipeline.train_iterator(
+            source,
+            global_batch_size=8,
+            seed=3,
+            mean=MEAN,
+            std=STD,
+            transform=transform,
+            process_rows=rows,
+        )
+        return [next(iterator) for _ in range(15)]  # past the first epoch
+
+    whole = batches(None)
+    first, second = batches((0, 4)), batches((4, 8))
+    for full, a, b in zip(whole, first, second):
+        for key in ("id", "label", "image"):
+            np.testing.assert_array_equal(full[key], np.concatenate([a[key], b[key]]))
+
+
+def test_process_rows_must_be_equal_blocks(builder):
+    source = make_source(builder, np.arange(10))
+    with pytest.raises(ValueError, match="equal contiguous blocks"):
+        input_pipeline.train_iterator(
+            source,
+            global_batch_size=8,
+            seed=0,
+            mean=MEAN,
+            std=STD,
+            transform=FIXED,
+            process_rows=(2, 5),
+        )
+
+
+def test_eval_batches_second_process_rows(builder):
+    source = make_source(builder, np.arange(13))
+    batches = list(
+        input_pipeline.eval_batches(
+            source,
+            global_batch_size=8,
+            mean=MEAN,
+            std=STD,
+            transform=FIXED,
+            process_rows=(4, 8),
+        )
+    )
+    np.testing.assert_array_equal(batches[0]["id"], [4, 5, 6, 7])
+    # Rows 12..15 of the last global batch: one item, then padding.
+    np.testing.assert_array_equal(batches[1]["mask"], [True, False, False, False])
+    assert batches[1]["id"][0] == 12

@@ -22,6 +22,8 @@ def count_params(module) -> int:
     [
         ("resnet18", 11_689_512 - 513_000),
         ("resnet50", 25_557_032 - 2_049_000),
+        ("resnet101", 44_549_160 - 2_049_000),
+        ("resnet152", 60_192_808 - 2_049_000),
     ],
 )
 def test_resnet_param_count_matches_torchvision(name, expected):

@@ -78,7 +78,9 @@ def test_eight_devices_match_one(data_dir, setup):
     assert jax.device_count() == 8
     config = make_config(data_dir)
     batches = first_batches(config, setup, 3)
-    one, _, metrics_one = run_steps(config, setup, sharding.make_mesh(jax.devices()[:1]), batches)
+    one, _, metrics_one = run_steps(
+        config, setup, sharding.make_mesh(devices=jax.devices()[:1]), batches
+    )
     eight, _, metrics_eight = run_steps(config, setup, sharding.make_mesh(), batches)
     for a, b in zip(metrics_one, metrics_eight):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -146,17 +148,32 @@ def test_resume_after_interruption_matches_uninterrupted(data_dir, tmp_path, mon
     interrupted = tmp_path / "interrupted"
     real_make_train_step = train.make_train_step
 
-    def failing_make_train_step(*args, **kwargs):
-        step_fn = real_make_train_step(*args, **kwargs)
-        calls = {"count": 0}
+    class FailingStep:
+        """The jitted step, interrupted at its 13th call after compilation."""
 
-        def step(*step_args):
-            calls["count"] += 1
-            if calls["count"] == 13:
+        def __init__(self, jitted):
+            self.jitted = jitted
+            self.compiled = None
+            self.calls = 0
+
+        def lower(self, *args):
+            self.compiled = self.jitted.lower(*args).compile()
+            return self
+
+        def compile(self):
+            return self
+
+        def memory_analysis(self):
+            return self.compiled.memory_analysis()
+
+        def __call__(self, *args):
+            self.calls += 1
+            if self.calls == 13:
                 raise KeyboardInterrupt("simulated interruption at step 13")
-            return step_fn(*step_args)
+            return self.compiled(*args)
 
-        return step
+    def failing_make_train_step(*args, **kwargs):
+        return FailingStep(real_make_train_step(*args, **kwargs))
 
     monkeypatch.setattr(train, "make_train_step", failing_make_train_step)
     with pytest.raises(KeyboardInterrupt):
@@ -204,6 +221,10 @@ def test_nan_loss_stops_with_step_range():
         ("loss.alignment", "triplet", "loss.alignment"),
         ("protocol", "cifar_z", "config.protocol"),
         ("text.templates", ("a photo",), "text.templates"),
+        ("model.dtype", "float16", "model.dtype='float16'"),
+        ("mesh", (("data", 3), ("fsdp", -1)), "do not divide the 8 devices"),
+        ("mesh", (("model", 8),), "at most once"),
+        ("fsdp_min_size", 0, "config.fsdp_min_size=0"),
     ],
 )
 def test_bad_config_values_raise(data_dir, field, value, message):
@@ -233,3 +254,62 @@ def test_missing_data_raises(tmp_path):
     config = make_config(str(tmp_path / "empty_tfds"), source_dir=str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         config_checks.check_inputs(config)
+
+
+def test_fsdp_matches_replicated_losses(data_dir, setup):
+    config = make_config(data_dir, fsdp_min_size=1024)
+    batches = first_batches(config, setup, 3)
+    replicated_mesh = sharding.make_mesh((("data", 8),))
+    fsdp_mesh = sharding.make_mesh((("data", 2), ("fsdp", 4)))
+    replicated, _, metrics_replicated = run_steps(config, setup, replicated_mesh, batches)
+    fsdp, _, metrics_fsdp = run_steps(config, setup, fsdp_mesh, batches)
+
+    for a, b in zip(metrics_replicated, metrics_fsdp):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    sharded = [leaf for leaf in jax.tree.leaves(fsdp.state) if "fsdp" in str(leaf.sharding.spec)]
+    # The conv kernels and dense weights of the small CNN (>= 1024 elements), and
+    # their two Adam moments.
+    assert len(sharded) >= 3 * 4
+    for leaf in sharded:
+        assert leaf.addressable_shards[0].data.size == leaf.size // 4
+    for a, b in zip(jax.tree.leaves(replicated.state), jax.tree.leaves(fsdp.state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp_lowers_memory_per_device(data_dir, setup):
+    config = make_config(data_dir, fsdp_min_size=1024)
+    batch = sharding.global_batch(first_batches(config, setup, 1)[0], sharding.make_mesh())
+    sizes = {}
+    for name, axes in {"replicated": (("data", 8),), "fsdp": (("fsdp", 8),)}.items():
+        mesh = sharding.make_mesh(axes)
+        state = train_state_lib.create_train_state(
+            config, mesh, embedding_dim=384, schedule=train_state_lib.make_schedule(config)
+        )
+        step = train.make_train_step(config, state, mesh, 10, train_state_lib.make_schedule(config))
+        compiled = step.lower(state.state, batch, jnp.zeros((10, 384)), jax.random.key(0)).compile()
+        sizes[name] = train.memory_per_device(compiled)
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.state))
+    # Replicated: every device holds the whole state; FSDP over 8 devices: about an
+    # eighth of the large arrays (the small ones stay whole).
+    assert sizes["replicated"]["arguments"] >= state_bytes
+    assert sizes["fsdp"]["arguments"] < sizes["replicated"]["arguments"] / 3
+    assert sizes["fsdp"]["peak"] > 0
+
+
+def test_bfloat16_backbone_close_to_float32(data_dir, setup):
+    batches = first_batches(make_config(data_dir), setup, 2)
+    mesh = sharding.make_mesh()
+    _, _, metrics_f32 = run_steps(make_config(data_dir), setup, mesh, batches)
+    bf16_config = make_config(data_dir, **{"model.dtype": "bfloat16"})
+    bf16, _, metrics_bf16 = run_steps(bf16_config, setup, mesh, batches)
+
+    for a, b in zip(metrics_f32, metrics_bf16):
+        assert np.isfinite(b["loss"])
+        # bfloat16 keeps 8 bits of mantissa: the losses agree to about 1%.
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-2)
+    for leaf in jax.tree.leaves(bf16.state):
+        assert leaf.dtype in (jnp.float32, jnp.int32, jnp.uint32), leaf.dtype
+    model, _ = nnx.merge(bf16.graphdef, bf16.state)
+    images = jnp.asarray(batches[0]["image"])
+    assert model.visual.backbone(images).dtype == jnp.bfloat16
+    assert model.visual(images).dtype == jnp.float32

@@ -1,8 +1,10 @@
-"""Image backbones, selected by name: a small CNN and ResNet-18/50.
+"""Image backbones, selected by name: a small CNN and ResNet-18/50/101/152.
 
 Every backbone maps images [B, H, W, C] to features [B, D] and exposes
 `feature_dim`. Batch normalisation uses batch statistics in training mode and
-running averages after `model.eval()`.
+running averages after `model.eval()`. `dtype` is the compute dtype of
+convolutions and batch norm outputs; parameters are float32 whatever it is, and
+batch statistics are computed in float32.
 """
 
 from typing import Callable
@@ -10,13 +12,16 @@ from typing import Callable
 from flax import nnx
 import jax.numpy as jnp
 
+# Compute dtypes by config name (config.model.dtype).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
 
 def _pad(kernel: int):
     """Symmetric padding of (kernel - 1) // 2 pixels, as PyTorch's ResNets pad."""
     return ((kernel - 1) // 2,) * 2
 
 
-def conv(in_channels, out_channels, kernel: int, *, rngs, stride: int = 1):
+def conv(in_channels, out_channels, kernel: int, *, rngs, stride: int = 1, dtype=jnp.float32):
     """Bias-free convolution with PyTorch-style padding (see `_pad`).
 
     XLA's "SAME" padding puts the extra pixel of a strided convolution at the end,
@@ -30,8 +35,15 @@ def conv(in_channels, out_channels, kernel: int, *, rngs, stride: int = 1):
         strides=stride,
         padding=(_pad(kernel), _pad(kernel)),
         use_bias=False,
+        dtype=dtype,
         rngs=rngs,
     )
+
+
+def batch_norm(features: int, *, rngs, dtype, zero_scale: bool = False):
+    """Batch norm with momentum 0.9 (running averages, as in PyTorch's 0.1)."""
+    extra = {"scale_init": nnx.initializers.zeros} if zero_scale else {}
+    return nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs, **extra)
 
 
 class SmallCNN(nnx.Module):
@@ -48,17 +60,18 @@ class SmallCNN(nnx.Module):
         rngs: nnx.Rngs,
         widths: tuple[int, ...] = (32, 64, 128),
         dense: int = 256,
+        dtype=jnp.float32,
     ):
         convs, norms = [], []
         channels = in_channels
         for width in widths:
-            convs.append(nnx.Conv(channels, width, (3, 3), use_bias=False, rngs=rngs))
-            norms.append(nnx.BatchNorm(width, momentum=0.9, rngs=rngs))
+            convs.append(nnx.Conv(channels, width, (3, 3), use_bias=False, dtype=dtype, rngs=rngs))
+            norms.append(batch_norm(width, dtype=dtype, rngs=rngs))
             channels = width
         self.convs = nnx.List(convs)
         self.norms = nnx.List(norms)
         # Global average pooling keeps the dense layer independent of image size.
-        self.dense = nnx.Linear(channels, dense, rngs=rngs)
+        self.dense = nnx.Linear(channels, dense, dtype=dtype, rngs=rngs)
         self.feature_dim = dense
 
     def __call__(self, x):
@@ -75,14 +88,14 @@ class BasicBlock(nnx.Module):
     expansion = 1
     num_convs = 2
 
-    def __init__(self, in_channels, width, stride, *, rngs):
+    def __init__(self, in_channels, width, stride, *, rngs, dtype=jnp.float32):
         out = width * self.expansion
-        self.conv1 = conv(in_channels, width, 3, stride=stride, rngs=rngs)
-        self.norm1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv2 = conv(width, out, 3, rngs=rngs)
+        self.conv1 = conv(in_channels, width, 3, stride=stride, dtype=dtype, rngs=rngs)
+        self.norm1 = batch_norm(width, dtype=dtype, rngs=rngs)
+        self.conv2 = conv(width, out, 3, dtype=dtype, rngs=rngs)
         # Zero-initialised last scale: each block starts as the identity.
-        self.norm2 = nnx.BatchNorm(out, momentum=0.9, rngs=rngs, scale_init=nnx.initializers.zeros)
-        self.shortcut = _shortcut(in_channels, out, stride, rngs)
+        self.norm2 = batch_norm(out, dtype=dtype, rngs=rngs, zero_scale=True)
+        self.shortcut = _shortcut(in_channels, out, stride, rngs, dtype)
 
     def __call__(self, x):
         y = nnx.relu(self.norm1(self.conv1(x)))
@@ -96,15 +109,15 @@ class Bottleneck(nnx.Module):
     expansion = 4
     num_convs = 3
 
-    def __init__(self, in_channels, width, stride, *, rngs):
+    def __init__(self, in_channels, width, stride, *, rngs, dtype=jnp.float32):
         out = width * self.expansion
-        self.conv1 = conv(in_channels, width, 1, rngs=rngs)
-        self.norm1 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv2 = conv(width, width, 3, stride=stride, rngs=rngs)
-        self.norm2 = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-        self.conv3 = conv(width, out, 1, rngs=rngs)
-        self.norm3 = nnx.BatchNorm(out, momentum=0.9, rngs=rngs, scale_init=nnx.initializers.zeros)
-        self.shortcut = _shortcut(in_channels, out, stride, rngs)
+        self.conv1 = conv(in_channels, width, 1, dtype=dtype, rngs=rngs)
+        self.norm1 = batch_norm(width, dtype=dtype, rngs=rngs)
+        self.conv2 = conv(width, width, 3, stride=stride, dtype=dtype, rngs=rngs)
+        self.norm2 = batch_norm(width, dtype=dtype, rngs=rngs)
+        self.conv3 = conv(width, out, 1, dtype=dtype, rngs=rngs)
+        self.norm3 = batch_norm(out, dtype=dtype, rngs=rngs, zero_scale=True)
+        self.shortcut = _shortcut(in_channels, out, stride, rngs, dtype)
 
     def __call__(self, x):
         y = nnx.relu(self.norm1(self.conv1(x)))
@@ -116,18 +129,18 @@ class Bottleneck(nnx.Module):
 class Shortcut(nnx.Module):
     """Projection shortcut: strided 1x1 conv and batch norm."""
 
-    def __init__(self, in_channels, out_channels, stride, *, rngs):
-        self.conv = conv(in_channels, out_channels, 1, stride=stride, rngs=rngs)
-        self.norm = nnx.BatchNorm(out_channels, momentum=0.9, rngs=rngs)
+    def __init__(self, in_channels, out_channels, stride, *, rngs, dtype=jnp.float32):
+        self.conv = conv(in_channels, out_channels, 1, stride=stride, dtype=dtype, rngs=rngs)
+        self.norm = batch_norm(out_channels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.norm(self.conv(x))
 
 
-def _shortcut(in_channels, out_channels, stride, rngs):
+def _shortcut(in_channels, out_channels, stride, rngs, dtype):
     if stride == 1 and in_channels == out_channels:
         return None
-    return Shortcut(in_channels, out_channels, stride, rngs=rngs)
+    return Shortcut(in_channels, out_channels, stride, rngs=rngs, dtype=dtype)
 
 
 class ResNet(nnx.Module):
@@ -137,24 +150,26 @@ class ResNet(nnx.Module):
     stem="cifar" is one 3x3/1 conv without pooling, for 32 px images.
     """
 
-    def __init__(self, block, stage_sizes, in_channels, *, rngs, stem="imagenet"):
+    def __init__(
+        self, block, stage_sizes, in_channels, *, rngs, stem="imagenet", dtype=jnp.float32
+    ):
         if stem == "imagenet":
-            self.stem_conv = conv(in_channels, 64, 7, stride=2, rngs=rngs)
+            self.stem_conv = conv(in_channels, 64, 7, stride=2, dtype=dtype, rngs=rngs)
         elif stem == "cifar":
-            self.stem_conv = conv(in_channels, 64, 3, rngs=rngs)
+            self.stem_conv = conv(in_channels, 64, 3, dtype=dtype, rngs=rngs)
         else:
             raise ValueError(
                 f"Unknown ResNet stem {stem!r}. Set --config.model.stem to 'imagenet' or 'cifar'."
             )
         self.stem = stem
-        self.stem_norm = nnx.BatchNorm(64, momentum=0.9, rngs=rngs)
+        self.stem_norm = batch_norm(64, dtype=dtype, rngs=rngs)
         blocks = []
         channels = 64
         for stage, count in enumerate(stage_sizes):
             width = 64 * 2**stage
             for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(block(channels, width, stride, rngs=rngs))
+                blocks.append(block(channels, width, stride, rngs=rngs, dtype=dtype))
                 channels = width * block.expansion
         self.blocks = nnx.List(blocks)
         self.feature_dim = channels
@@ -172,13 +187,17 @@ class ResNet(nnx.Module):
 RESNET_LAYOUTS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 
 BACKBONES: dict[str, Callable[..., nnx.Module]] = {
-    "small_cnn": lambda in_channels, rngs, stem: SmallCNN(in_channels, rngs=rngs),
+    "small_cnn": lambda in_channels, rngs, stem, dtype: SmallCNN(
+        in_channels, rngs=rngs, dtype=dtype
+    ),
     **{
-        name: lambda in_channels, rngs, stem, layout=layout: ResNet(
-            *layout, in_channels, rngs=rngs, stem=stem
+        name: lambda in_channels, rngs, stem, dtype, layout=layout: ResNet(
+            *layout, in_channels, rngs=rngs, stem=stem, dtype=dtype
         )
         for name, layout in RESNET_LAYOUTS.items()
     },
@@ -186,11 +205,17 @@ BACKBONES: dict[str, Callable[..., nnx.Module]] = {
 
 
 def create_backbone(
-    name: str, in_channels: int, *, rngs: nnx.Rngs, stem: str = "imagenet"
+    name: str, in_channels: int, *, rngs: nnx.Rngs, stem: str = "imagenet", dtype: str = "float32"
 ) -> nnx.Module:
+    """Build backbone `name` computing in `dtype` (a key of COMPUTE_DTYPES)."""
     if name not in BACKBONES:
         raise ValueError(
             f"Unknown backbone {name!r}. Set --config.model.backbone to one of: "
             f"{', '.join(sorted(BACKBONES))}."
         )
-    return BACKBONES[name](in_channels, rngs, stem)
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"Unknown compute dtype {dtype!r}. Set --config.model.dtype to one of: "
+            f"{', '.join(COMPUTE_DTYPES)}."
+        )
+    return BACKBONES[name](in_channels, rngs, stem, COMPUTE_DTYPES[dtype])

@@ -14,14 +14,19 @@ from semhash_jax.models import backbones
 
 
 class VisualHashNet(nnx.Module):
-    """Backbone, then Dense(K) and tanh."""
+    """Backbone, then Dense(K) and tanh.
+
+    The hash layer computes in float32 whatever the backbone's compute dtype, so
+    codes and the loss keep full precision under mixed precision.
+    """
 
     def __init__(self, backbone: nnx.Module, bits: int, *, rngs: nnx.Rngs):
         self.backbone = backbone
         self.hash_layer = nnx.Linear(backbone.feature_dim, bits, rngs=rngs)
 
     def __call__(self, images):
-        return jnp.tanh(self.hash_layer(self.backbone(images)))
+        features = self.backbone(images).astype(jnp.float32)
+        return jnp.tanh(self.hash_layer(features))
 
 
 class SemanticHashNet(nnx.Module):
@@ -58,7 +63,11 @@ def create_model(
 ) -> SemanticHash:
     """Build SemanticHash from `config.model`."""
     backbone = backbones.create_backbone(
-        model_config.backbone, in_channels, rngs=rngs, stem=model_config.stem
+        model_config.backbone,
+        in_channels,
+        rngs=rngs,
+        stem=model_config.stem,
+        dtype=model_config.get("dtype", "float32"),
     )
     visual = VisualHashNet(backbone, bits, rngs=rngs)
     semantic = SemanticHashNet(embedding_dim, tuple(model_config.semantic_hidden), bits, rngs=rngs)
