@@ -92,9 +92,11 @@ def memory_per_device(compiled) -> dict[str, int] | None:
     """Return the bytes per device of a compiled step from XLA's memory analysis.
 
     Keys: arguments (state, batch, embeddings), outputs, aliased (outputs that
-    reuse donated argument buffers), temporaries, and peak (XLA's peak estimate,
-    else arguments + outputs - aliased + temporaries). None when the backend
-    gives no analysis.
+    reuse donated argument buffers), temporaries, total (arguments + outputs -
+    aliased + temporaries: all buffers live at once, an upper bound of the peak),
+    and xla_peak (XLA's own peak estimate, 0 where the backend leaves it out; the
+    CPU backend counts only arguments there). None when the backend gives no
+    analysis.
     """
     analysis = compiled.memory_analysis()
     if analysis is None:
@@ -104,9 +106,9 @@ def memory_per_device(compiled) -> dict[str, int] | None:
         "outputs": analysis.output_size_in_bytes,
         "aliased": analysis.alias_size_in_bytes,
         "temporaries": analysis.temp_size_in_bytes,
+        "xla_peak": getattr(analysis, "peak_memory_in_bytes", 0),
     }
-    peak = getattr(analysis, "peak_memory_in_bytes", 0)
-    sizes["peak"] = peak or (
+    sizes["total"] = (
         sizes["arguments"] + sizes["outputs"] - sizes["aliased"] + sizes["temporaries"]
     )
     return {name: int(value) for name, value in sizes.items()}
@@ -118,12 +120,13 @@ def log_memory_per_device(compiled):
         logging.info("XLA gives no memory analysis of the train step on this backend.")
         return
     logging.info(
-        "Train step memory per device (XLA compiled memory analysis): peak %.1f MiB; "
+        "Train step memory per device (XLA compiled memory analysis): %.1f MiB in all; "
         "arguments %.1f MiB (state, batch, class embeddings), outputs %.1f MiB, "
-        "of which %.1f MiB reuse donated buffers, temporaries %.1f MiB.",
+        "of which %.1f MiB reuse donated buffers, temporaries %.1f MiB; XLA's peak "
+        "estimate %.1f MiB.",
         *(
             sizes[name] / 2**20
-            for name in ("peak", "arguments", "outputs", "aliased", "temporaries")
+            for name in ("total", "arguments", "outputs", "aliased", "temporaries", "xla_peak")
         ),
     )
 

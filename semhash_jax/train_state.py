@@ -57,14 +57,8 @@ def load_pretrained_backbone(train_state: TrainState, config) -> nnx.State:
     return sharding.put(state, train_state.sharding)
 
 
-def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:
-    """Create model and optimizer state directly on the mesh.
-
-    Arrays are replicated over the data axis and, with an fsdp axis in the mesh,
-    split over it (`sharding.state_sharding`). The shapes come from
-    `nnx.eval_shape`, so nothing is materialised on the host before the jitted
-    init writes the arrays with their final sharding.
-    """
+def _builder(config, embedding_dim: int, schedule: optax.Schedule):
+    """Return a function of a PRNG key that builds the model and its optimizer."""
     tx = make_optimizer(config, schedule)
 
     def build(key):
@@ -78,10 +72,38 @@ def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Sche
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         return model, optimizer
 
+    return build
+
+
+def abstract_train_state(
+    config, mesh, *, embedding_dim: int, schedule: optax.Schedule
+) -> TrainState:
+    """Return the train state's structure: shapes, dtypes and shardings, no arrays.
+
+    Its `state` holds `jax.ShapeDtypeStruct`s with their shardings, enough to
+    lower and compile the train step, e.g. for its memory analysis.
+    """
+    build = _builder(config, embedding_dim, schedule)
     key = jax.random.key(config.seed)
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build(key)))
-    state_sharding = sharding.state_sharding(
-        mesh, abstract_state, min_size=config.get("fsdp_min_size", 1)
+    graphdef, shapes = nnx.split(nnx.eval_shape(lambda: build(key)))
+    shardings = sharding.state_sharding(mesh, shapes, min_size=config.get("fsdp_min_size", 1))
+    state = jax.tree.map(
+        lambda leaf, target: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=target),
+        shapes,
+        shardings,
     )
-    init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=state_sharding)
-    return TrainState(graphdef, init(key), state_sharding)
+    return TrainState(graphdef, state, shardings)
+
+
+def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:
+    """Create model and optimizer state directly on the mesh.
+
+    Arrays are replicated over the data axis and, with an fsdp axis in the mesh,
+    split over it (`sharding.state_sharding`). The shapes come from
+    `nnx.eval_shape`, so nothing is materialised on the host before the jitted
+    init writes the arrays with their final sharding.
+    """
+    build = _builder(config, embedding_dim, schedule)
+    abstract = abstract_train_state(config, mesh, embedding_dim=embedding_dim, schedule=schedule)
+    init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=abstract.sharding)
+    return TrainState(abstract.graphdef, init(jax.random.key(config.seed)), abstract.sharding)

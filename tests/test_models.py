@@ -83,3 +83,42 @@ def test_unknown_backbone_raises():
         backbones.create_backbone("vgg99", 3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="model.stem"):
         backbones.create_backbone("resnet18", 3, rngs=nnx.Rngs(0), stem="tiny")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (6, 5)])
+def test_max_pool_2x2_matches_reduce_window(size):
+    x = jax.random.normal(jax.random.key(0), (2, *size, 3))
+    expected = nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")
+    np.testing.assert_array_equal(backbones.max_pool_2x2(x), expected)
+    weights = jax.random.normal(jax.random.key(1), expected.shape)
+    grad = jax.grad(lambda x: jnp.sum(backbones.max_pool_2x2(x) * weights))(x)
+    expected_grad = jax.grad(
+        lambda x: jnp.sum(nnx.max_pool(x, (2, 2), (2, 2), padding="SAME") * weights)
+    )(x)
+    np.testing.assert_array_equal(grad, expected_grad)
+
+
+def test_max_pool_2x2_by_hand():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(backbones.max_pool_2x2(x)[0, :, :, 0], [[5, 7], [13, 15]])
+
+
+def test_max_pool_2x2_ties_go_to_first_maximum():
+    # Windows: all equal; two tied maxima in the second row; tie in the first column.
+    x = jnp.asarray([[1.0, 1.0, 0.0, 0.0, 2.0, 5.0], [1.0, 1.0, 3.0, 3.0, 5.0, 2.0]]).reshape(
+        1, 2, 6, 1
+    )
+    grad = jax.grad(
+        lambda x: jnp.sum(
+            backbones.max_pool_2x2(x) * jnp.asarray([1.0, 2.0, 3.0])[None, None, :, None]
+        )
+    )(x)
+    expected = [[1.0, 0.0, 0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 2.0, 0.0, 0.0, 0.0]]
+    np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+    reference = jax.grad(
+        lambda x: jnp.sum(
+            nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")
+            * jnp.asarray([1.0, 2.0, 3.0])[None, None, :, None]
+        )
+    )(x)
+    np.testing.assert_array_equal(grad, reference)

@@ -44,6 +44,9 @@ def start_main(workdir, data_dir, devices: int, *extra):
             f"--config.num_train_steps={STEPS}",
             "--config.checkpoint_every_steps=3",
             "--config.log_every_steps=3",
+            # SGD: Adam's first steps turn float32 rounding of near-zero gradients
+            # into full-size steps of either sign.
+            "--config.optimizer.name=sgd",
             *extra,
         ],
         cwd=ROOT,
@@ -119,14 +122,14 @@ def test_two_processes_match_one_process(zero_shot_data_dir, tmp_path):
     # Equal up to float32 rounding: gloo sums gradients across the processes in
     # another order than one process sums them across its devices.
     for path, value in flat_expected.items():
-        np.testing.assert_allclose(flat_actual[path], value, rtol=1e-4, atol=2e-5, err_msg=path)
+        np.testing.assert_allclose(flat_actual[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
     # The tolerance is far below what training changes: steps 4..6 move the
     # parameters by much more.
     earlier = dict(_flatten(read_state(one, 3)))
     moved = max(
         float(np.max(np.abs(value - earlier[path]))) for path, value in flat_expected.items()
     )
-    assert moved > 100 * 2e-5
+    assert moved > 100 * 1e-5
 
     results_one = json.loads((one / "eval" / "results.json").read_text())
     results_two = json.loads((two / "eval" / "results.json").read_text())

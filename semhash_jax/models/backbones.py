@@ -10,6 +10,7 @@ batch statistics are computed in float32.
 from typing import Callable
 
 from flax import nnx
+import jax
 import jax.numpy as jnp
 
 # Compute dtypes by config name (config.model.dtype).
@@ -46,6 +47,68 @@ def batch_norm(features: int, *, rngs, dtype, zero_scale: bool = False):
     return nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs, **extra)
 
 
+def _pool_windows(x):
+    """Return [B, H/2, 2, W/2, 2, C] windows of x [B, H, W, C]; odd sizes pad -inf at the end."""
+    batch, height, width, channels = x.shape
+    if height % 2 or width % 2:
+        padding = ((0, 0), (0, height % 2), (0, width % 2), (0, 0))
+        x = jnp.pad(x, padding, constant_values=-jnp.inf)
+    return x.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, channels)
+
+
+def _pool_with_argmax(x):
+    """Return the 2x2 window maxima of x and the position (0..3, row-major) of each.
+
+    A tie goes to the first position. The positions come from comparisons of the
+    window elements themselves, not from testing which element equals the max,
+    because XLA may recompute the inputs in the backward pass with other
+    rounding, and an equality test then matches no element.
+    """
+    windows = _pool_windows(x)
+    top_left, top_right = windows[:, :, 0, :, 0], windows[:, :, 0, :, 1]
+    bottom_left, bottom_right = windows[:, :, 1, :, 0], windows[:, :, 1, :, 1]
+    top = jnp.maximum(top_left, top_right)
+    top_index = jnp.where(top_right > top_left, 1, 0).astype(jnp.int8)
+    bottom = jnp.maximum(bottom_left, bottom_right)
+    bottom_index = jnp.where(bottom_right > bottom_left, 3, 2).astype(jnp.int8)
+    pooled = jnp.maximum(top, bottom)
+    return pooled, jnp.where(bottom > top, bottom_index, top_index)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x):
+    """2x2 max pooling with stride 2 of [B, H, W, C], as nnx.max_pool with "SAME" padding.
+
+    Values and gradients equal `nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")`,
+    ties included: a window's gradient goes to its first maximum in row-major
+    order. XLA's CPU backend computes the gradient of a strided reduce-window
+    through index arrays and a scatter, which took over half of the small CNN's
+    training step (benchmarks/train_step.py); elementwise maxima and selects cost a
+    fraction of that.
+    """
+    return _pool_with_argmax(x)[0]
+
+
+def _max_pool_2x2_forward(x):
+    pooled, position = _pool_with_argmax(x)
+    return pooled, (position, x.shape)
+
+
+def _max_pool_2x2_backward(residuals, gradient):
+    position, shape = residuals
+    zero = jnp.zeros_like(gradient)
+    routed = [jnp.where(position == index, gradient, zero) for index in range(4)]
+    top = jnp.stack(routed[:2], axis=3)  # [B, H/2, W/2, 2, C]: the windows' first rows
+    bottom = jnp.stack(routed[2:], axis=3)
+    windows = jnp.stack([top, bottom], axis=2)  # [B, H/2, 2, W/2, 2, C]
+    batch, height, width, channels = shape
+    full = windows.reshape(batch, 2 * ((height + 1) // 2), 2 * ((width + 1) // 2), channels)
+    return (full[:, :height, :width, :],)
+
+
+max_pool_2x2.defvjp(_max_pool_2x2_forward, _max_pool_2x2_backward)
+
+
 class SmallCNN(nnx.Module):
     """Three 3x3 conv blocks (conv, BN, ReLU, 2x2 max pool), then one dense layer.
 
@@ -77,7 +140,7 @@ class SmallCNN(nnx.Module):
     def __call__(self, x):
         for conv, norm in zip(self.convs, self.norms):
             x = nnx.relu(norm(conv(x)))
-            x = nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")
+            x = max_pool_2x2(x)
         x = jnp.mean(x, axis=(1, 2))
         return nnx.relu(self.dense(x))
 
