@@ -338,9 +338,13 @@ def create_torch_model(config):
     if model_config.backbone == "small_cnn":
         backbone = TorchSmallCNN(config.num_channels)
     elif model_config.backbone == "resnet18":
-        backbone = TorchResNet(TorchBasicBlock, (2, 2, 2, 2), config.num_channels, model_config.stem)
+        backbone = TorchResNet(
+            TorchBasicBlock, (2, 2, 2, 2), config.num_channels, model_config.stem
+        )
     elif model_config.backbone == "resnet50":
-        backbone = TorchResNet(TorchBottleneck, (3, 4, 6, 3), config.num_channels, model_config.stem)
+        backbone = TorchResNet(
+            TorchBottleneck, (3, 4, 6, 3), config.num_channels, model_config.stem
+        )
     else:
         raise ValueError(
             f"No PyTorch version of backbone {model_config.backbone!r}; "

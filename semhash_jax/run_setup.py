@@ -10,7 +10,7 @@ import pathlib
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
+from jax._src import distributed  # The coordination service client, for a long barrier.
 import numpy as np
 
 from semhash_jax import config_checks, input_errors, sharding
@@ -171,6 +171,10 @@ def _seen_classes(config, names, source: SourceSpace | None) -> np.ndarray:
     return seen
 
 
+# How long processes other than 0 wait for process 0 to prepare the dataset.
+DATASET_PREPARATION_TIMEOUT_MS = 24 * 3600 * 1000
+
+
 def _prepare_dataset(config):
     """Return the prepared dataset's builder, preparing it when needed.
 
@@ -182,7 +186,14 @@ def _prepare_dataset(config):
     builder = None
     if jax.process_index() == 0:
         builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
-    multihost_utils.sync_global_devices("semhash_jax: dataset prepared")
+    else:
+        logging.info("Waiting for process 0 to prepare %s.", config.dataset)
+    # A barrier of the coordination service, not a device collective: the first
+    # collective between CPU processes times out after 30 s (gloo's connect
+    # timeout), and preparing a dataset takes minutes or hours.
+    distributed.global_state.client.wait_at_barrier(
+        "semhash_jax_dataset_prepared", DATASET_PREPARATION_TIMEOUT_MS
+    )
     if builder is None:
         builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
     return builder

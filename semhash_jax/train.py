@@ -108,9 +108,7 @@ def memory_per_device(compiled) -> dict[str, int] | None:
         "temporaries": analysis.temp_size_in_bytes,
         "xla_peak": getattr(analysis, "peak_memory_in_bytes", 0),
     }
-    sizes["total"] = (
-        sizes["arguments"] + sizes["outputs"] - sizes["aliased"] + sizes["temporaries"]
-    )
+    sizes["total"] = sizes["arguments"] + sizes["outputs"] - sizes["aliased"] + sizes["temporaries"]
     return {name: int(value) for name, value in sizes.items()}
 
 
@@ -358,7 +356,7 @@ def _train_loop(
             "Training stopped at step %d by %s: %s. Finishing checkpoint saves in flight.",
             step,
             type(e).__name__,
-            e,
+            str(e).rstrip("."),
         )
         checkpointer.close()
         writer.close()

@@ -269,9 +269,7 @@ def test_fsdp_matches_replicated(data_dir, setup):
 
     for a, b in zip(metrics_replicated, metrics_fsdp):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
-    sharded = [
-        leaf for leaf in jax.tree.leaves(fsdp.state) if "fsdp" in str(leaf.sharding.spec)
-    ]
+    sharded = [leaf for leaf in jax.tree.leaves(fsdp.state) if "fsdp" in str(leaf.sharding.spec)]
     # The conv kernels and dense weights of the small CNN (>= 1024 elements), and
     # their momentum.
     assert len(sharded) >= 2 * 4
