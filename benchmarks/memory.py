@@ -25,8 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/imagenet.py", help="Config file.")
-    parser.add_argument("--variant", default=None, help="Config variant after the colon.")
+    parser.add_argument(
+        "--config",
+        default="configs/imagenet.py",
+        help="Config file, optionally with variants after a colon: configs/cifar10.py:bits=64.",
+    )
     parser.add_argument("--backbone", default=None, help="Override config.model.backbone.")
     parser.add_argument("--batch_size", type=int, default=None, help="Global batch size.")
     parser.add_argument("--dtype", default=None, help="Override config.model.dtype.")
@@ -46,18 +49,26 @@ def parse_args():
 
 
 def parse_mesh(text: str) -> tuple[tuple[str, int], ...]:
+    """Parse "data=2,fsdp=4" into (("data", 2), ("fsdp", 4))."""
     axes = []
     for item in text.split(","):
-        name, _, size = item.partition("=")
+        name, separator, size = item.partition("=")
+        if not separator or not size.strip().lstrip("-").isdigit():
+            raise ValueError(f'invalid mesh {text!r}: write each as "axis=size,axis=size"')
         axes.append((name.strip(), int(size)))
     return tuple(axes)
 
 
-def load_config(path: str, variant: str | None):
-    spec = importlib.util.spec_from_file_location("benchmark_config", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+def load_config(spec: str):
+    """Load `path[:variants]` as the binaries do."""
+    path, _, variant = spec.partition(":")
+    file = ROOT / path
+    if not file.is_file():
+        raise ValueError(f"config file {path!r} not found (paths are relative to {ROOT})")
+    module_spec = importlib.util.spec_from_file_location("benchmark_config", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant or None)
 
 
 def main():
@@ -69,9 +80,13 @@ def main():
     import jax
     import numpy as np
 
-    from semhash_jax import sharding, train, train_state as train_state_lib
+    from semhash_jax import config_checks, sharding, train, train_state as train_state_lib
 
-    config = load_config(args.config, args.variant)
+    try:
+        config = load_config(args.config)
+        meshes = [parse_mesh(text) for text in args.meshes.split(";")]
+    except ValueError as e:
+        raise SystemExit(f"Error: {e}") from None
     config.unlock()
     if args.backbone:
         config.model.backbone = args.backbone
@@ -80,10 +95,18 @@ def main():
     if args.dtype:
         config.model.dtype = args.dtype
     config.lock()
+    try:
+        config_checks.check_config(config, jax.device_count())
+    except ValueError as e:
+        raise SystemExit(
+            f"Error: {e} Here --backbone, --batch_size and --dtype set config.model.backbone, "
+            "config.batch_size and config.model.dtype."
+        ) from None
 
     print(
         f"{args.config}: {config.model.backbone} at {config.image_size} px, "
         f"{config.model.dtype}, global batch {config.batch_size}, {config.optimizer.name}, "
+        f"{args.num_classes} classes, {args.embedding_dim}-dim class embeddings, "
         f"{jax.device_count()} {jax.devices()[0].platform} devices"
     )
     header = (
@@ -92,8 +115,12 @@ def main():
     )
     print(header)
     schedule = train_state_lib.make_schedule(config)
-    for text in args.meshes.split(";"):
-        mesh = sharding.make_mesh(parse_mesh(text))
+    for text, axes in zip(args.meshes.split(";"), meshes):
+        try:
+            mesh = sharding.make_mesh(axes)
+            sharding.check_batch_size(config.batch_size, mesh)
+        except ValueError as e:
+            raise SystemExit(f"Error: {e}") from None
         state = train_state_lib.abstract_train_state(
             config, mesh, embedding_dim=args.embedding_dim, schedule=schedule
         )

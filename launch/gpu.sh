@@ -156,6 +156,15 @@ while (($#)); do
 done
 
 # --- Checks of the options --------------------------------------------------------
+# Options of this script given after -- would go to semhash_jax.main, which has no
+# such flags; a --dry-run there would start a real run.
+for arg in "${main_args[@]}"; do
+  for own in --config --workdir --gpus --venv --max-restarts --skip-install --dry-run; do
+    if [[ "${arg%%=*}" == "$own" ]]; then
+      usage_error "$own is an option of this script but comes after --, which passes it to semhash_jax.main: put it before --"
+    fi
+  done
+done
 [[ -n "$config" ]] || usage_error "--config is missing: pass e.g. --config=configs/imagenet.py"
 [[ -n "$workdir" ]] || usage_error "--workdir is missing: pass the folder for checkpoints and results, e.g. --workdir=workdirs/imagenet"
 # The config path may carry variants after a colon: configs/imagenet.py:bits=64.

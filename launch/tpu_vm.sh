@@ -188,6 +188,15 @@ while (($#)); do
 done
 
 # --- Checks of the options --------------------------------------------------------
+# Options of this script given after -- would go to semhash_jax.main, which has no
+# such flags; a --dry-run there would start a real run.
+for arg in "${main_args[@]}"; do
+  for own in --name --zone --project --accelerator-type --version --config --workdir --bucket --mount-point --spot --keep --dry-run; do
+    if [[ "${arg%%=*}" == "$own" ]]; then
+      usage_error "$own is an option of this script but comes after --, which passes it to semhash_jax.main: put it before --"
+    fi
+  done
+done
 [[ -n "$name" ]] || usage_error "--name is missing: pass the TPU name, e.g. --name=semhash-v4"
 [[ -n "$zone" ]] || usage_error "--zone is missing: pass the TPU zone, e.g. --zone=us-central2-b"
 [[ -n "$accelerator_type" ]] || usage_error "--accelerator-type is missing: pass e.g. --accelerator-type=v4-32"
@@ -204,6 +213,10 @@ if [[ -z "$version" ]] && ! version=$(default_version "$accelerator_type"); then
   usage_error "--version has no default for --accelerator-type=$accelerator_type: pass the TPU software version, e.g. --version=tpu-ubuntu2204-base"
 fi
 # The config path may carry variants after a colon: configs/imagenet.py:bits=64.
+# The workers read it inside their copy of the repository, so it must be relative.
+if [[ "$config" == /* || "$config" == ../* || "$config" == */../* ]]; then
+  usage_error "--config '$config' is not inside the repository: give a path relative to its root, e.g. configs/imagenet.py"
+fi
 if [[ ! -f "${config%%:*}" ]]; then
   usage_error "--config file '${config%%:*}' not found: give a path relative to the repository root, e.g. configs/imagenet.py"
 fi
@@ -223,6 +236,8 @@ if [[ -n "$bucket" ]]; then
   if [[ "$workdir" != "$mount_point"/* ]]; then
     usage_error "--workdir '$workdir' is not under --mount-point $mount_point: use e.g. --workdir=$mount_point/runs/imagenet so that all workers share it"
   fi
+else
+  log "warning: no --bucket. On a slice with several hosts, --workdir $workdir must be a folder that every worker shares (e.g. NFS), or each worker writes its part of each checkpoint to its own disk and the run cannot resume."
 fi
 jax_version=$(pinned_jax_version)
 

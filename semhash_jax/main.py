@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from semhash_jax import platform
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(platform)  # List the multi-process flags in --help.
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])

@@ -99,9 +99,15 @@ def initialize_distributed(
         if coordinator_address is not None:
             raise ValueError("--coordinator_address conflicts with --distributed=off.")
         return False
+    detected = multi_process_environment()
+    if coordinator_address is not None and detected is None:
+        if num_processes is None or process_id is None:
+            raise ValueError(
+                "--coordinator_address needs --num_processes=N and --process_id=I here: "
+                "no SLURM, Open MPI or TPU pod environment gives them."
+            )
     reason = "--distributed=on"
     if mode == "auto":
-        detected = multi_process_environment()
         if coordinator_address is None and detected is None:
             return False
         reason = "--coordinator_address" if coordinator_address else f"${detected}"
@@ -117,11 +123,19 @@ def initialize_distributed(
         "detected" if process_id is None else process_id,
         "detected" if num_processes is None else num_processes,
     )
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+    except ValueError as e:
+        # JAX raises ValueError when it cannot find the cluster's layout.
+        raise ValueError(
+            f"Starting JAX's distributed runtime failed: {e}. On a machine that is not "
+            "a Cloud TPU pod slice, SLURM or Open MPI job, pass --coordinator_address, "
+            "--num_processes and --process_id, or --distributed=off for one process."
+        ) from e
     logging.info(
         "JAX distributed runtime started: process %d of %d.",
         jax.process_index(),

@@ -63,7 +63,10 @@ class PreemptionWatch:
         run on.
         """
         if jax.process_count() > 1:
-            return multihost_utils.reached_preemption_sync_point(step)
+            reached = multihost_utils.reached_preemption_sync_point(step)
+            if reached:
+                logging.warning("Preemption notice: all processes save step %d and stop.", step)
+            return reached
         return self._notice.is_set()
 
     def close(self):

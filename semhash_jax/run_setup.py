@@ -199,6 +199,34 @@ def _prepare_dataset(config):
     return builder
 
 
+def _load_or_create_split(config, builder, workdir, create: bool) -> protocols.Split:
+    """Load the workdir's protocol split, or draw and save it when `create` is set.
+
+    With several processes, process 0 draws and saves the split and the others
+    load it after a barrier, so that only one process writes to the workdir.
+    """
+
+    def get(create_here: bool):
+        return protocols.get_or_create_split(
+            builder,
+            config.protocol,
+            config.dataset,
+            config.split_seed,
+            workdir,
+            create=create_here,
+            list_dir=config.get("list_dir"),
+            check_lists=config.check_counts,
+        )
+
+    if jax.process_count() == 1 or not create:
+        return get(create)
+    split = get(True) if jax.process_index() == 0 else None
+    distributed.global_state.client.wait_at_barrier(
+        "semhash_jax_split_saved", DATASET_PREPARATION_TIMEOUT_MS
+    )
+    return split if split is not None else get(False)
+
+
 def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | None) -> Setup:
     config_checks.check_config(config, jax.device_count())
     config_checks.check_workdir(workdir)
@@ -209,16 +237,7 @@ def _prepare_run(config, workdir, *, create_split: bool, source: SourceSpace | N
     # Class names and held-out classes are checked before a split is drawn and saved.
     names = _dataset_class_names(config, builder)
     seen = _seen_classes(config, names, source)
-    split = protocols.get_or_create_split(
-        builder,
-        config.protocol,
-        config.dataset,
-        config.split_seed,
-        workdir,
-        create=create_split,
-        list_dir=config.get("list_dir"),
-        check_lists=config.check_counts,
-    )
+    split = _load_or_create_split(config, builder, workdir, create_split)
     check_split_counts(config, split)
     if source is None and not seen.all():
         split = protocols.without_classes(split, np.flatnonzero(~seen))

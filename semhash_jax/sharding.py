@@ -35,7 +35,13 @@ def mesh_shape(axes, device_count: int) -> dict[str, int]:
             '--config.mesh=\'(("data", -1), ("fsdp", 4))\'.'
         ) from None
     names = [name for name, _ in pairs]
-    if not pairs or len(set(names)) != len(names) or not set(names) <= set(MESH_AXES):
+    unknown = sorted(set(names) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(
+            f"config.mesh={axes!r} has unknown axis name(s) {unknown}: the axes are "
+            f'{MESH_AXES}, e.g. (("data", -1),) or (("data", -1), ("fsdp", 4)).'
+        )
+    if not pairs or len(set(names)) != len(names):
         raise ValueError(
             f"config.mesh={axes!r} must name each of the axes {MESH_AXES} at most once "
             f'(and at least one), e.g. (("data", -1),) or (("data", -1), ("fsdp", 4)).'

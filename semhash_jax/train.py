@@ -120,11 +120,10 @@ def log_memory_per_device(compiled):
     logging.info(
         "Train step memory per device (XLA compiled memory analysis): %.1f MiB in all; "
         "arguments %.1f MiB (state, batch, class embeddings), outputs %.1f MiB, "
-        "of which %.1f MiB reuse donated buffers, temporaries %.1f MiB; XLA's peak "
-        "estimate %.1f MiB.",
+        "of which %.1f MiB reuse donated buffers, temporaries %.1f MiB.",
         *(
             sizes[name] / 2**20
-            for name in ("total", "arguments", "outputs", "aliased", "temporaries", "xla_peak")
+            for name in ("total", "arguments", "outputs", "aliased", "temporaries")
         ),
     )
 
@@ -352,12 +351,14 @@ def _train_loop(
     except BaseException as e:
         # Finish the saves already started, so that an interrupted run keeps
         # every checkpoint it wrote before the error.
-        logging.error(
-            "Training stopped at step %d by %s: %s. Finishing checkpoint saves in flight.",
+        log = logging.warning if isinstance(e, preemption.Preempted) else logging.error
+        log(
+            "Training stopped at step %d by %s. Finishing checkpoint saves in flight.",
             step,
             type(e).__name__,
-            str(e).rstrip("."),
         )
+        if not isinstance(e, preemption.Preempted):
+            logging.error("%s", e)
         checkpointer.close()
         writer.close()
         raise

@@ -339,6 +339,8 @@ TPU_BAD_INPUT = [
     ([*drop_option(TPU_ARGS, "--workdir"), "--workdir=/home/me/run", "--bucket=b1"], "--workdir"),
     ([*TPU_ARGS, "--bucket=my-bucket/runs"], "--bucket"),
     ([*TPU_ARGS, "--bucket=b1", "--mount-point=mnt"], "--mount-point"),
+    ([*drop_option(TPU_ARGS, "--config"), f"--config={ROOT}/configs/imagenet.py"], "--config"),
+    ([*drop_option(TPU_ARGS, "--config"), "--config=../configs/imagenet.py"], "--config"),
 ]
 
 
@@ -468,6 +470,35 @@ def test_gpu_skip_install_without_venv(fakes):
 
 
 # --- Both scripts -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script, args, option",
+    [
+        (TPU_SCRIPT, [*TPU_ARGS, "--", "--config.bits=64", "--dry-run"], "--dry-run"),
+        (TPU_SCRIPT, [*TPU_ARGS, "--", "--spot"], "--spot"),
+        (TPU_SCRIPT, [*TPU_ARGS, "--", "--bucket=b1"], "--bucket"),
+        (
+            GPU_SCRIPT,
+            ["--config=configs/imagenet.py", "--workdir=w", "--", "--dry-run"],
+            "--dry-run",
+        ),
+        (GPU_SCRIPT, ["--config=configs/imagenet.py", "--workdir=w", "--", "--gpus=0"], "--gpus"),
+    ],
+    ids=["tpu-dry-run", "tpu-spot", "tpu-bucket", "gpu-dry-run", "gpu-gpus"],
+)
+def test_script_option_after_double_dash_rejected(fakes, script, args, option):
+    completed = run_script(script, fakes, *args)
+    assert completed.returncode == 2, completed.stderr
+    assert f"{option} is an option of this script but comes after --" in completed.stderr
+    assert completed.stdout == ""
+    assert fakes.called() == []
+
+
+def test_tpu_warns_without_bucket(fakes):
+    completed = run_script(TPU_SCRIPT, fakes, *TPU_ARGS, "--dry-run")
+    assert completed.returncode == 0, completed.stderr
+    assert "warning: no --bucket" in completed.stderr
 
 
 @pytest.mark.parametrize("script", [TPU_SCRIPT, GPU_SCRIPT], ids=["tpu_vm.sh", "gpu.sh"])

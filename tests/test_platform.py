@@ -47,6 +47,7 @@ def test_single_process_by_default(clean_environment):
         (("maybe",), "Invalid --distributed='maybe'"),
         (("auto", None, 2, 0), "need --coordinator_address"),
         (("off", "127.0.0.1:1234", 2, 0), "conflicts with --distributed=off"),
+        (("auto", "127.0.0.1:1234", None, None), "needs --num_processes=N and --process_id=I"),
     ],
 )
 def test_invalid_flags_rejected(clean_environment, arguments, message):

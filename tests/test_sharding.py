@@ -29,7 +29,7 @@ def test_mesh_shape(axes, devices, expected):
         ((("data", 2), ("fsdp", 2)), "covers 4 devices but 8"),
         ((("data", -1), ("fsdp", -1)), "at most one may be -1"),
         ((("data", 0),), "positive device count"),
-        ((("model", 8),), "at most once"),
+        ((("model", 8),), "unknown axis name"),
         ((("data", 4), ("data", 2)), "at most once"),
         ((), "at most once"),
         ("data", "pairs"),

@@ -223,7 +223,7 @@ def test_nan_loss_stops_with_step_range():
         ("text.templates", ("a photo",), "text.templates"),
         ("model.dtype", "float16", "model.dtype='float16'"),
         ("mesh", (("data", 3), ("fsdp", -1)), "do not divide the 8 devices"),
-        ("mesh", (("model", 8),), "at most once"),
+        ("mesh", (("model", 8),), "unknown axis name"),
         ("fsdp_min_size", 0, "config.fsdp_min_size=0"),
     ],
 )
