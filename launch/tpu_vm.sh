@@ -189,7 +189,7 @@ done
 
 # --- Checks of the options --------------------------------------------------------
 # Options of this script given after -- would go to semhash_jax.main, which has no
-# such flags; a --dry-run there would start a real run.
+# such flags. A --dry-run there would then start a real run.
 for arg in "${main_args[@]}"; do
   for own in --name --zone --project --accelerator-type --version --config --workdir --bucket --mount-point --spot --keep --dry-run; do
     if [[ "${arg%%=*}" == "$own" ]]; then

@@ -160,9 +160,9 @@ def train_iterator(
     """Return an endless iterator over this process's rows of shuffled global batches.
 
     Every epoch is a new permutation drawn from `seed`. The stream of global
-    batches is the same for any process count: the random transform (see
+    batches is the same for any process count. The random transform (see
     `preprocessing`) draws from a generator derived from `seed` and the element's
-    position in the global stream, and each process reads only its rows
+    position in the global stream. Each process reads only its rows
     `process_rows` ([start, stop)) of every global batch. So two processes with
     half a batch each feed a step exactly the batch that one process would.
     """

@@ -171,8 +171,18 @@ def _seen_classes(config, names, source: SourceSpace | None) -> np.ndarray:
     return seen
 
 
-# How long processes other than 0 wait for process 0 to prepare the dataset.
+# How long processes other than 0 wait for process 0 to prepare the dataset or split.
 DATASET_PREPARATION_TIMEOUT_MS = 24 * 3600 * 1000
+
+
+def _wait_for_process_zero(barrier: str):
+    """Block until every process reaches `barrier`, for up to 24 hours.
+
+    A barrier of the coordination service, not a device collective: the first
+    collective between CPU processes times out after 30 s (gloo's connect
+    timeout), and process 0 may spend minutes or hours before it arrives.
+    """
+    distributed.global_state.client.wait_at_barrier(barrier, DATASET_PREPARATION_TIMEOUT_MS)
 
 
 def _prepare_dataset(config):
@@ -188,12 +198,7 @@ def _prepare_dataset(config):
         builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
     else:
         logging.info("Waiting for process 0 to prepare %s.", config.dataset)
-    # A barrier of the coordination service, not a device collective: the first
-    # collective between CPU processes times out after 30 s (gloo's connect
-    # timeout), and preparing a dataset takes minutes or hours.
-    distributed.global_state.client.wait_at_barrier(
-        "semhash_jax_dataset_prepared", DATASET_PREPARATION_TIMEOUT_MS
-    )
+    _wait_for_process_zero("semhash_jax_dataset_prepared")
     if builder is None:
         builder = registry.prepare(config.dataset, config.data_dir, config.source_dir)
     return builder
@@ -221,9 +226,7 @@ def _load_or_create_split(config, builder, workdir, create: bool) -> protocols.S
     if jax.process_count() == 1 or not create:
         return get(create)
     split = get(True) if jax.process_index() == 0 else None
-    distributed.global_state.client.wait_at_barrier(
-        "semhash_jax_split_saved", DATASET_PREPARATION_TIMEOUT_MS
-    )
+    _wait_for_process_zero("semhash_jax_split_saved")
     return split if split is not None else get(False)
 
 

@@ -92,11 +92,11 @@ def memory_per_device(compiled) -> dict[str, int] | None:
     """Return the bytes per device of a compiled step from XLA's memory analysis.
 
     Keys: arguments (state, batch, embeddings), outputs, aliased (outputs that
-    reuse donated argument buffers), temporaries, total (arguments + outputs -
-    aliased + temporaries: all buffers live at once, an upper bound of the peak),
-    and xla_peak (XLA's own peak estimate, 0 where the backend leaves it out; the
-    CPU backend counts only arguments there). None when the backend gives no
-    analysis.
+    reuse donated argument buffers), temporaries, and total. The total is
+    arguments + outputs - aliased + temporaries, as if all buffers were live at
+    once, so it bounds the peak from above. xla_peak is XLA's own estimate, 0
+    where the backend leaves it out; the CPU backend counts only arguments in it.
+    Returns None when the backend gives no analysis.
     """
     analysis = compiled.memory_analysis()
     if analysis is None:

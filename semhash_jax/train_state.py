@@ -80,7 +80,7 @@ def abstract_train_state(
 ) -> TrainState:
     """Return the train state's structure: shapes, dtypes and shardings, no arrays.
 
-    Its `state` holds `jax.ShapeDtypeStruct`s with their shardings, enough to
+    Its `state` contains `jax.ShapeDtypeStruct`s with their shardings, enough to
     lower and compile the train step, e.g. for its memory analysis.
     """
     build = _builder(config, embedding_dim, schedule)

@@ -78,7 +78,7 @@ def test_state_sharding_splits_large_arrays():
     assert shardings["kernel"].spec == P(None, "fsdp")
     assert shardings["bias"].spec == P()
     array = jax.device_put(np.zeros((256, 512), np.float32), shardings["kernel"])
-    # Each device holds a quarter of the columns; the data axis holds copies.
+    # Each device stores a quarter of the columns, and the data axis copies them.
     assert {shard.data.shape for shard in array.addressable_shards} == {(256, 128)}
 
 

@@ -293,8 +293,8 @@ def test_fsdp_lowers_memory_per_device(data_dir, setup):
         compiled = step.lower(state.state, batch, jnp.zeros((10, 384)), jax.random.key(0)).compile()
         sizes[name] = train.memory_per_device(compiled)
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.state))
-    # Replicated: every device holds the whole state; FSDP over 8 devices: about an
-    # eighth of the large arrays (the small ones stay whole).
+    # Replicated, every device stores the whole state. FSDP over 8 devices stores
+    # about an eighth of the large arrays, and the small ones whole.
     assert sizes["replicated"]["arguments"] >= state_bytes
     assert sizes["fsdp"]["arguments"] < sizes["replicated"]["arguments"] / 3
     assert sizes["fsdp"]["total"] > sizes["fsdp"]["arguments"]

@@ -83,8 +83,8 @@ def max_pool_2x2(x):
     ties included: a window's gradient goes to its first maximum in row-major
     order. XLA's CPU backend computes the gradient of a strided reduce-window
     through index arrays and a scatter, which took over half of the small CNN's
-    training step (benchmarks/train_step.py); elementwise maxima and selects cost a
-    fraction of that.
+    training step (benchmarks/train_step.py). Elementwise maxima and selects cost
+    a fraction of that.
     """
     return _pool_with_argmax(x)[0]
 
