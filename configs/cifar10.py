@@ -55,3 +55,9 @@ def get_config(arg: str | None = None):
         config_defaults.runlocal(config)
     config.lock()
     return config
+
+
+def sweep(name: str, arg: str | None = None):
+    """Runs of the sweep `name` ("methods" or "loss") for `python -m semhash_jax.sweep`."""
+    variants = config_defaults.parse_variants(arg, ("protocol", "bits", "zero_shot", "runlocal"))
+    return config_defaults.sweep_grid(name, get_config(arg), variants)

@@ -25,6 +25,7 @@ CHECKPOINT_DIR = "checkpoints"
 # Config fields that decide parameter shapes and meaning. A checkpoint written
 # with other values cannot be restored into this config.
 SHAPE_FIELDS = (
+    "method",
     "dataset",
     "bits",
     "num_channels",
@@ -37,7 +38,7 @@ SHAPE_FIELDS = (
 )
 
 # Values of the fields above in checkpoints written before the field existed.
-_FIELD_DEFAULTS = {"text.space": "bert", "unseen_classes": []}
+_FIELD_DEFAULTS = {"method": "semantic_hash", "text.space": "bert", "unseen_classes": []}
 
 
 def _get_field(config, dotted: str):

@@ -12,7 +12,7 @@ import tempfile
 
 from semhash_jax import losses, preprocessing, sharding
 from semhash_jax.datasets import class_names, protocols, registry
-from semhash_jax.models import backbones, pretrained
+from semhash_jax.models import backbones, hash_nets, pretrained
 from semhash_jax.text import embeddings, semantic_space
 
 OPTIMIZERS = ("adam", "sgd")
@@ -88,6 +88,7 @@ def check_config(config, device_count: int):
     _check_positive_int(config.get("fsdp_min_size", 1), "fsdp_min_size")
     for width in config.model.semantic_hidden:
         _check_positive_int(width, "model.semantic_hidden")
+    _check_method(config)
     _check_choice(config.loss.alignment, "loss.alignment", losses.ALIGNMENT_LOSSES)
     _check_choice(config.loss.similarity, "loss.similarity", losses.SIMILARITIES)
     _check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
@@ -122,6 +123,37 @@ def check_config(config, device_count: int):
         raise ValueError(
             f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be positive."
         )
+
+
+def _check_method(config):
+    method = config.get("method", "semantic_hash")
+    _check_choice(method, "method", hash_nets.METHODS)
+    if method != "semantic_hash" and config.unseen_classes:
+        raise ValueError(
+            f"config.method={method!r} has class codes only for the classes it trains on, "
+            f"so it cannot score config.unseen_classes={tuple(config.unseen_classes)!r}. "
+            "Use --config.method=semantic_hash for zero-shot runs, or set "
+            "--config.unseen_classes='()'."
+        )
+    for name in (
+        "csq.quantization_weight",
+        "orthohash.quantization_weight",
+        "classification.quantization_weight",
+        "loss.quantization_weight",
+    ):
+        group, field = name.split(".")
+        if group in config and config[group][field] < 0:
+            raise ValueError(f"config.{name}={config[group][field]!r} must be >= 0.")
+    if "orthohash" in config:
+        if config.orthohash.scale <= 0:
+            raise ValueError(
+                f"config.orthohash.scale={config.orthohash.scale!r} must be positive, e.g. 8."
+            )
+        if not 0 <= config.orthohash.margin < 2:
+            raise ValueError(
+                f"config.orthohash.margin={config.orthohash.margin!r} must be in [0, 2) "
+                "(a cosine margin), e.g. 0.2."
+            )
 
 
 def _check_text(text):

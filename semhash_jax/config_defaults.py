@@ -135,6 +135,29 @@ def base_config() -> ml_collections.ConfigDict:
     # first name, "average" the mean of all names' embeddings.
     config.text.lemmas = "first"
 
+    # --- Method -------------------------------------------------------------------
+    # "semantic_hash" (prototypes from class-name text), or a baseline that shares
+    # data, backbone, training and evaluation and replaces the class side and the
+    # loss: "adalabelhash" (learned codewords, hinge loss of config.loss), "csq"
+    # (fixed hash centres, config.csq), "orthohash" (fixed orthogonal codes,
+    # config.orthohash), "classification" (softmax classifier over the codes,
+    # config.classification). See docs/method.md. Baselines need every class in
+    # training (no config.unseen_classes) and cannot search by text.
+    config.method = "semantic_hash"
+    config.csq = ml_collections.ConfigDict()
+    # Weight of CSQ's quantization term mean((|b| - 1)^2); 1e-4 in CSQ's code.
+    config.csq.quantization_weight = 1e-4
+    config.orthohash = ml_collections.ConfigDict()
+    # Scale s and cosine margin m of OrthoHash's loss (its defaults: 8 and 0.2).
+    config.orthohash.scale = 8.0
+    config.orthohash.margin = 0.2
+    # Weight of OrthoHash's quantization 1 - cos(b, sign(b)); 0 in its defaults.
+    config.orthohash.quantization_weight = 0.0
+    config.classification = ml_collections.ConfigDict()
+    # Weight of the quantization term mean((|b| - 1)^2) of the classification
+    # baseline; 0 leaves plain cross-entropy.
+    config.classification.quantization_weight = 0.0
+
     # --- Model --------------------------------------------------------------------
     # Code length K in bits.
     config.bits = 32
@@ -302,6 +325,51 @@ def set_bits(config: ml_collections.ConfigDict, variants: dict[str, str]):
             raise ValueError(
                 f"Invalid config variant bits={variants['bits']!r}: give an integer, e.g. bits=64."
             ) from None
+
+
+# The methods compared by the "methods" sweep, SemanticHash first.
+SWEEP_METHODS = ("semantic_hash", "csq", "orthohash", "adalabelhash", "classification")
+
+# The "loss" sweep: SemanticHash with one option changed at a time from the defaults.
+LOSS_OPTIONS = (
+    ("defaults", {}),
+    ("alignment hinge", {"loss.alignment": "hinge"}),
+    ("similarity cosine", {"loss.similarity": "cosine"}),
+    ("no quantization term", {"loss.quantization_weight": 0.0}),
+    ("semantic MLP without hidden layer", {"model.semantic_hidden": ()}),
+    ("semantic MLP with 2 hidden layers", {"model.semantic_hidden": (512, 512)}),
+)
+
+
+def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str, str]) -> list:
+    """Return the runs of a named sweep for `semhash_jax.sweep` (see sweep_runner.py).
+
+      methods  every method of SWEEP_METHODS at 32, 16 and 64 bits, 3 seeds each;
+      loss     SemanticHash at config.bits, 3 seeds, one option of LOSS_OPTIONS at a time.
+
+    With the runlocal variant, one seed and only config.bits. Runs are ordered so
+    that the first finished ones already compare every method at one code length.
+    """
+    runlocal_only = "runlocal" in variants
+    seeds = (0,) if runlocal_only else (0, 1, 2)
+    if name == "methods":
+        if runlocal_only or "bits" in variants:
+            bit_lengths = (config.bits,)
+        else:
+            bit_lengths = (32, 16, 64)
+        return [
+            {"label": f"{method}, {bits} bits", "method": method, "bits": bits, "seed": seed}
+            for bits in bit_lengths
+            for seed in seeds
+            for method in SWEEP_METHODS
+        ]
+    if name == "loss":
+        return [
+            {"label": label, **overrides, "seed": seed}
+            for seed in seeds
+            for label, overrides in LOSS_OPTIONS
+        ]
+    raise ValueError(f"Unknown sweep {name!r}. Known sweeps: methods, loss.")
 
 
 def runlocal(config: ml_collections.ConfigDict):

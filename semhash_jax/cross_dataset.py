@@ -61,6 +61,13 @@ def transfer_config(target: ml_collections.ConfigDict, source: dict) -> ml_colle
             f"The source checkpoint's config has no {', '.join(missing)}: it was written by "
             "an older version of semhash_jax. Train the source model again."
         )
+    method = source.get("method", "semantic_hash")
+    if method != "semantic_hash":
+        raise ValueError(
+            f"The source model was trained with config.method={method!r}, whose class codes "
+            "come from a table of its own classes. Cross-dataset evaluation gives prototypes "
+            "to the target's classes from their names, which only method='semantic_hash' can."
+        )
     config = ml_collections.ConfigDict(target.to_dict())
     source = config_defaults.config_from_json(source)
     for field in MODEL_FIELDS:

@@ -374,7 +374,11 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     step = checkpointing.find_step(checkpointer, step)
     schedule = train_state_lib.make_schedule(config)
     train_state = train_state_lib.create_train_state(
-        config, setup.mesh, embedding_dim=embedding_dim, schedule=schedule
+        config,
+        setup.mesh,
+        embedding_dim=embedding_dim,
+        schedule=schedule,
+        num_classes=int(setup.seen.sum()),
     )
     state = checkpointer.restore(step, train_state.state)
     checkpointer.close()

@@ -20,11 +20,29 @@ Alignment losses:
 
 Quantization: lambda * mean((|b| - 1)^2) over image codes, and optionally over
 prototypes.
+
+Baselines (`config.method`, see semhash_jax/models/hash_nets.py), each with the
+loss of its paper on the same codes b in (-1, 1):
+
+  "adalabelhash": the hinge above against learned codewords, with the
+      similarity, margin and quantization weight of `config.loss`.
+  "csq": binary cross-entropy of (b + 1) / 2 against the bits of the image's
+      hash centre, mean over bits, plus lambda * mean((|b| - 1)^2)
+      (`config.csq`). Multi-label centres: `hash_centres.multi_label_centres`.
+  "orthohash": cross-entropy of softmax(s (cos(b, c_j) - m y_j)) against the
+      label distribution, where c_j are fixed orthogonal codes, s the scale and
+      m the margin (`config.orthohash`); optional quantization
+      1 - cos(b, sign(b)) with sign(b) held constant, OrthoHash's "cs" form.
+  "classification": cross-entropy of softmax(b W^T) against the label
+      distribution, W the classifier weights, plus optional quantization
+      (`config.classification`).
 """
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from semhash_jax.models import hash_centres, hash_nets
 
 SIMILARITIES = ("inner_product", "cosine")
 ALIGNMENT_LOSSES = ("hinge", "softmax_ce")
@@ -78,7 +96,7 @@ def quantization_loss(values):
     return jnp.mean((jnp.abs(values) - 1.0) ** 2)
 
 
-def semantic_hash_loss(codes, prototypes, labels, loss_config):
+def semantic_hash_loss(codes, prototypes, labels, loss_config, *, alignment: str | None = None):
     """Return (total loss, dict of its terms) for one batch.
 
     Args:
@@ -87,20 +105,95 @@ def semantic_hash_loss(codes, prototypes, labels, loss_config):
       labels: multi-hot labels [B, C].
       loss_config: `config.loss` (alignment, similarity, margin, scale,
         quantization_weight, quantize_prototypes).
+      alignment: replaces loss_config.alignment when given.
     """
     labels = labels.astype(codes.dtype)
+    kind = alignment or loss_config.alignment
     sim = similarity(codes, prototypes, loss_config.similarity)
-    if loss_config.alignment == "hinge":
-        alignment = hinge_loss(sim, labels, loss_config.margin)
-    elif loss_config.alignment == "softmax_ce":
-        alignment = softmax_ce_loss(sim, labels, loss_config.scale)
+    if kind == "hinge":
+        aligned = hinge_loss(sim, labels, loss_config.margin)
+    elif kind == "softmax_ce":
+        aligned = softmax_ce_loss(sim, labels, loss_config.scale)
     else:
         raise ValueError(
-            f"Unknown alignment loss {loss_config.alignment!r}. Set "
+            f"Unknown alignment loss {kind!r}. Set "
             f"--config.loss.alignment to one of: {', '.join(ALIGNMENT_LOSSES)}."
         )
     quantization = quantization_loss(codes)
     if loss_config.quantize_prototypes:
         quantization = quantization + quantization_loss(prototypes)
-    total = alignment + loss_config.quantization_weight * quantization
+    return _terms(aligned, quantization, loss_config.quantization_weight)
+
+
+def _terms(alignment, quantization, weight):
+    total = alignment + weight * quantization
     return total, {"alignment_loss": alignment, "quantization_loss": quantization}
+
+
+def csq_loss(codes, centres, labels, quantization_weight: float):
+    """CSQ: per-bit binary cross-entropy to the image's hash centre, plus quantization.
+
+    The log of each bit's probability is clipped at log(1e-30), as PyTorch's
+    BCELoss clamps it, so codes saturated at -1 or +1 give finite values.
+    """
+    labels = labels.astype(codes.dtype)
+    targets = hash_centres.multi_label_centres(centres, labels)
+    probability = jnp.clip((1.0 + targets * codes) / 2.0, 1e-30, 1.0)
+    per_row = -jnp.mean(jnp.log(probability), axis=-1)
+    alignment = _mean_over_labelled_rows(per_row, jnp.sum(labels, axis=-1) > 0)
+    return _terms(alignment, quantization_loss(codes), quantization_weight)
+
+
+def orthohash_loss(codes, class_codes, labels, *, scale: float, margin: float, quantization_weight):
+    """OrthoHash: cosine-margin softmax cross-entropy to fixed class codes."""
+    labels = labels.astype(codes.dtype)
+    cosine = similarity(codes, class_codes, "cosine")
+    logits = scale * (cosine - margin * (labels > 0))
+    targets = labels / jnp.maximum(jnp.sum(labels, axis=-1, keepdims=True), 1e-12)
+    per_row = optax.softmax_cross_entropy(logits, targets)
+    alignment = _mean_over_labelled_rows(per_row, jnp.sum(labels, axis=-1) > 0)
+    signs = jax.lax.stop_gradient(jnp.where(codes >= 0, 1.0, -1.0))
+    norms = jnp.maximum(jnp.linalg.norm(codes, axis=-1), 1e-8) * jnp.sqrt(codes.shape[-1])
+    quantization = 1.0 - jnp.mean(jnp.sum(codes * signs, axis=-1) / norms)
+    return _terms(alignment, quantization, quantization_weight)
+
+
+def classification_loss(codes, weights, labels, quantization_weight: float):
+    """Softmax cross-entropy of a bias-free linear classifier over the codes."""
+    labels = labels.astype(codes.dtype)
+    targets = labels / jnp.maximum(jnp.sum(labels, axis=-1, keepdims=True), 1e-12)
+    per_row = optax.softmax_cross_entropy(codes @ weights.T, targets)
+    alignment = _mean_over_labelled_rows(per_row, jnp.sum(labels, axis=-1) > 0)
+    return _terms(alignment, quantization_loss(codes), quantization_weight)
+
+
+def method_loss(config, codes, prototypes, labels):
+    """Return (total loss, dict of its terms) of `config.method` for one batch.
+
+    `prototypes` is the class side's output [C, K]: SemanticHash prototypes,
+    AdaLabelHash codewords, CSQ or OrthoHash fixed codes, or classifier weights.
+    """
+    method = config.get("method", "semantic_hash")
+    if method == "semantic_hash":
+        return semantic_hash_loss(codes, prototypes, labels, config.loss)
+    if method == "adalabelhash":
+        return semantic_hash_loss(codes, prototypes, labels, config.loss, alignment="hinge")
+    if method == "csq":
+        return csq_loss(codes, prototypes, labels, config.csq.quantization_weight)
+    if method == "orthohash":
+        return orthohash_loss(
+            codes,
+            prototypes,
+            labels,
+            scale=config.orthohash.scale,
+            margin=config.orthohash.margin,
+            quantization_weight=config.orthohash.quantization_weight,
+        )
+    if method == "classification":
+        return classification_loss(
+            codes, prototypes, labels, config.classification.quantization_weight
+        )
+    raise ValueError(
+        f"Unknown config.method={method!r}. Set --config.method to one of: "
+        f"{', '.join(hash_nets.METHODS)}."
+    )

@@ -131,7 +131,11 @@ class QueryEncoder:
         embedding_dim = self.files.embedding_dim
         schedule = train_state_lib.make_schedule(self.config)
         state = train_state_lib.create_train_state(
-            self.config, mesh, embedding_dim=embedding_dim, schedule=schedule
+            self.config,
+            mesh,
+            embedding_dim=embedding_dim,
+            schedule=schedule,
+            num_classes=int(self.files.seen.sum()),
         )
         logging.info("Restoring the model of step %d from %s.", self.step, self.checkpoint_workdir)
         restored = reader.restore(self.step, state.state)
@@ -148,6 +152,15 @@ class QueryEncoder:
 
     def text_codes(self, texts: list[str]) -> np.ndarray:
         """Return bool codes [len(texts), K]: each text's prototype, as for a class name."""
+        method = self.config.get("method", "semantic_hash")
+        if method != "semantic_hash":
+            raise input_errors.mark(
+                ValueError(
+                    f"Search by text needs a SemanticHash model, but {self.checkpoint_workdir} "
+                    f"was trained with config.method={method!r}, whose class codes come from a "
+                    "table, not from text. Search by an image instead."
+                )
+            )
         try:
             embeddings = self._embed(texts)
         except word_vectors.OutOfVocabularyError as error:

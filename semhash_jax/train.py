@@ -6,6 +6,10 @@ sharded over the mesh, restore the latest checkpoint if there is one, train
 with periodic logging and checkpoints, then evaluate the final state.
 """
 
+import json
+import pathlib
+import time
+
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import nnx
@@ -14,8 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from semhash_jax import checkpointing, evaluation, input_pipeline, losses, preemption
+from semhash_jax import atomic_files, checkpointing, evaluation, input_pipeline, losses, preemption
 from semhash_jax import preprocessing, run_setup, sharding, train_state as train_state_lib
+
+
+# Wall time and images/s of each training segment of a run (see `write_training_time`).
+TRAINING_TIME_FILE = "training_time.json"
 
 
 def augment(images, key, *, flip: bool, max_shift: int):
@@ -67,7 +75,7 @@ def make_train_step(
 
         def loss_fn(model):
             codes, prototypes = model(images, class_embeddings)
-            return losses.semantic_hash_loss(codes, prototypes, labels, config.loss)
+            return losses.method_loss(config, codes, prototypes, labels)
 
         (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
@@ -231,7 +239,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     schedule = train_state_lib.make_schedule(config)
     train_state = train_state_lib.create_train_state(
-        config, mesh, embedding_dim=embedding_dim, schedule=schedule
+        config,
+        mesh,
+        embedding_dim=embedding_dim,
+        schedule=schedule,
+        num_classes=int(setup.seen.sum()),
     )
     checkpointer = checkpointing.Checkpointer(
         workdir,
@@ -262,7 +274,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         logging.info("Training already finished at step %d; evaluating only.", initial_step)
     else:
         logging.info("Training steps %d..%d.", initial_step + 1, config.num_train_steps)
-        _train_loop(
+        timing = _train_loop(
             config,
             initial_step,
             train_step=train_step,
@@ -274,6 +286,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             checkpointer=checkpointer,
             writer=writer,
         )
+        if jax.process_index() == 0:
+            write_training_time(workdir, timing)
     writer.flush()
 
     logging.info("Evaluating the state of step %d.", config.num_train_steps)
@@ -289,6 +303,47 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
     checkpointer.close()
     return results
+
+
+class TrainingTimer:
+    """Wall time of a training segment, and its images/s after the first step.
+
+    The first step includes compilation, so the rate counts the steps after it.
+    """
+
+    def __init__(self, batch_size: int):
+        self._batch_size = batch_size
+        self._start = time.perf_counter()
+        self._after_first: float | None = None
+
+    def first_step_done(self):
+        self._after_first = time.perf_counter()
+
+    def finish(self, initial_step: int, last_step: int) -> dict:
+        end = time.perf_counter()
+        later_steps = last_step - initial_step - 1
+        rate = None
+        if self._after_first is not None and later_steps > 0:
+            rate = later_steps * self._batch_size / max(end - self._after_first, 1e-9)
+        return {
+            "first_step": initial_step + 1,
+            "last_step": last_step,
+            "seconds": end - self._start,
+            "images_per_second": rate,
+        }
+
+
+def write_training_time(workdir, segment: dict):
+    """Add one training segment to workdir/training_time.json (resumed runs have several)."""
+    path = pathlib.Path(workdir) / TRAINING_TIME_FILE
+    segments = []
+    if path.is_file():
+        try:
+            segments = json.loads(path.read_text())["segments"]
+        except (ValueError, KeyError, TypeError):
+            logging.warning("Ignoring the unreadable %s; starting it again.", path)
+    segments = [s for s in segments if s["last_step"] < segment["first_step"]] + [segment]
+    atomic_files.write_json(path, {"segments": segments})
 
 
 def _train_loop(
@@ -321,6 +376,7 @@ def _train_loop(
 
     step = initial_step
     compiled_step = None
+    timer = TrainingTimer(config.batch_size)
     try:
         for step in range(initial_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -334,6 +390,9 @@ def _train_loop(
                 train_state.state, metrics = compiled_step(
                     train_state.state, batch, class_embeddings, key
                 )
+            if step == initial_step + 1:
+                jax.block_until_ready(metrics)
+                timer.first_step_done()
             accumulator.add(step, metrics)
             report(step)
             is_last = step == config.num_train_steps
@@ -365,4 +424,13 @@ def _train_loop(
     finally:
         watch.close()
     checkpointer.wait()
-    logging.info("Finished training at step %d.", config.num_train_steps)
+    timing = timer.finish(initial_step, config.num_train_steps)
+    logging.info(
+        "Finished training at step %d: %.1f s for steps %d..%d, %.1f images/s after the first.",
+        config.num_train_steps,
+        timing["seconds"],
+        initial_step + 1,
+        config.num_train_steps,
+        timing["images_per_second"] or 0.0,
+    )
+    return timing

@@ -57,9 +57,12 @@ def load_pretrained_backbone(train_state: TrainState, config) -> nnx.State:
     return sharding.put(state, train_state.sharding)
 
 
-def _builder(config, embedding_dim: int, schedule: optax.Schedule):
+def _builder(config, embedding_dim: int, num_classes: int | None, schedule: optax.Schedule):
     """Return a function of a PRNG key that builds the model and its optimizer."""
     tx = make_optimizer(config, schedule)
+    method = config.get("method", "semantic_hash")
+    if method != "semantic_hash" and num_classes is None:
+        raise ValueError(f"config.method={method!r} needs the number of classes.")
 
     def build(key):
         model = hash_nets.create_model(
@@ -68,6 +71,9 @@ def _builder(config, embedding_dim: int, schedule: optax.Schedule):
             in_channels=config.num_channels,
             embedding_dim=embedding_dim,
             rngs=nnx.Rngs(key),
+            method=method,
+            num_classes=num_classes,
+            seed=config.seed,
         )
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         return model, optimizer
@@ -76,14 +82,21 @@ def _builder(config, embedding_dim: int, schedule: optax.Schedule):
 
 
 def abstract_train_state(
-    config, mesh, *, embedding_dim: int, schedule: optax.Schedule
+    config,
+    mesh,
+    *,
+    embedding_dim: int,
+    schedule: optax.Schedule,
+    num_classes: int | None = None,
 ) -> TrainState:
     """Return the train state's structure: shapes, dtypes and shardings, no arrays.
 
     Its `state` contains `jax.ShapeDtypeStruct`s with their shardings, enough to
-    lower and compile the train step, e.g. for its memory analysis.
+    lower and compile the train step, e.g. for its memory analysis. `num_classes`,
+    the classes trained on, sizes the class tables of the baselines
+    (`config.method` other than semantic_hash).
     """
-    build = _builder(config, embedding_dim, schedule)
+    build = _builder(config, embedding_dim, num_classes, schedule)
     key = jax.random.key(config.seed)
     graphdef, shapes = nnx.split(nnx.eval_shape(lambda: build(key)))
     shardings = sharding.state_sharding(mesh, shapes, min_size=config.get("fsdp_min_size", 1))
@@ -95,7 +108,14 @@ def abstract_train_state(
     return TrainState(graphdef, state, shardings)
 
 
-def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Schedule) -> TrainState:
+def create_train_state(
+    config,
+    mesh,
+    *,
+    embedding_dim: int,
+    schedule: optax.Schedule,
+    num_classes: int | None = None,
+) -> TrainState:
     """Create model and optimizer state directly on the mesh.
 
     Arrays are replicated over the data axis and, with an fsdp axis in the mesh,
@@ -103,7 +123,9 @@ def create_train_state(config, mesh, *, embedding_dim: int, schedule: optax.Sche
     `nnx.eval_shape`, so nothing is materialised on the host before the jitted
     init writes the arrays with their final sharding.
     """
-    build = _builder(config, embedding_dim, schedule)
-    abstract = abstract_train_state(config, mesh, embedding_dim=embedding_dim, schedule=schedule)
+    build = _builder(config, embedding_dim, num_classes, schedule)
+    abstract = abstract_train_state(
+        config, mesh, embedding_dim=embedding_dim, schedule=schedule, num_classes=num_classes
+    )
     init = jax.jit(lambda k: nnx.split(build(k))[1], out_shardings=abstract.sharding)
     return TrainState(abstract.graphdef, init(jax.random.key(config.seed)), abstract.sharding)
