@@ -353,6 +353,12 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
     runlocal_only = "runlocal" in variants
     seeds = (0,) if runlocal_only else (0, 1, 2)
     if name == "methods":
+        if "zero_shot" in variants:
+            raise ValueError(
+                "The methods sweep cannot use the zero_shot variant: the baselines have "
+                "codes only for the classes they train on. Drop zero_shot, or run "
+                "--sweep=loss for SemanticHash alone."
+            )
         if runlocal_only or "bits" in variants:
             bit_lengths = (config.bits,)
         else:

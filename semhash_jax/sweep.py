@@ -33,7 +33,12 @@ def main(argv):
 
     platform.hide_accelerators_from_tensorflow()
     path, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
-    entries = input_errors.run(sweep_runner.load_sweep_function(path), FLAGS.sweep, arg or None)
+
+    def list_runs():
+        with input_errors.tagged():
+            return sweep_runner.load_sweep_function(path)(FLAGS.sweep, arg or None)
+
+    entries = input_errors.run(list_runs)
     try:
         records, markdown = input_errors.run(
             sweep_runner.run_sweep, FLAGS.config, entries, FLAGS.workdir, FLAGS.sweep

@@ -300,7 +300,8 @@ def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, train_fn=N
 
         train_fn = train.train_and_evaluate
     workdir = pathlib.Path(workdir)
-    runs = build_runs(base, entries, sweep_name)
+    with input_errors.tagged():
+        runs = build_runs(base, entries, sweep_name)
     workdir.mkdir(parents=True, exist_ok=True)
     atomic_files.write_json(
         workdir / f"{sweep_name}_runs.json",
