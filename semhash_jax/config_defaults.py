@@ -338,6 +338,8 @@ LOSS_OPTIONS = (
     ("no quantization term", {"loss.quantization_weight": 0.0}),
     ("semantic MLP without hidden layer", {"model.semantic_hidden": ()}),
     ("semantic MLP with 2 hidden layers", {"model.semantic_hidden": (512, 512)}),
+    ("softmax scale 5", {"loss.scale": 5.0}),
+    ("softmax scale 20", {"loss.scale": 20.0}),
 )
 
 

@@ -166,7 +166,11 @@ def finished_results(run_dir: pathlib.Path, config) -> dict | None:
 
 
 def training_time(run_dir: pathlib.Path) -> tuple[float | None, float | None]:
-    """Return (training seconds, images/s) summed over the run's training segments."""
+    """Return (training seconds, images/s) summed over the run's training segments.
+
+    NOTE: a segment that ends in an error or a preemption is not recorded, so the
+    time of a resumed run leaves out the work done before the interruption.
+    """
     from semhash_jax import train
 
     path = run_dir / train.TRAINING_TIME_FILE

@@ -154,7 +154,7 @@ def test_study_grids():
         (m, 32) for m in ("semantic_hash", "csq", "orthohash", "adalabelhash", "classification")
     }
     loss = fashion_mnist.sweep("loss")
-    assert len(loss) == 6 * 3 and loss[0] == {"label": "defaults", "seed": 0}
+    assert len(loss) == 8 * 3 and loss[0] == {"label": "defaults", "seed": 0}
     config = fashion_mnist.get_config("schedule=deephash")
     assert (config.num_train_steps, config.optimizer.learning_rate, config.augment_max_shift) == (
         781,
@@ -176,6 +176,13 @@ def test_cifar10_methods_sweep_runlocal_on_mock_data(tmp_path, monkeypatch):
     for method in ("semantic_hash", "csq", "orthohash", "adalabelhash", "classification"):
         assert f"| {method}, 32 bits | 1 | 0." in markdown
     assert (tmp_path / "sweep/methods.csv").is_file()
+    # The real training loop timed itself: steps 1..2, the rate from step 2.
+    timing = json.loads(
+        (tmp_path / "sweep/runs/method=csq,bits=32,seed=0" / train.TRAINING_TIME_FILE).read_text()
+    )
+    (segment,) = timing["segments"]
+    assert (segment["first_step"], segment["last_step"]) == (1, 2)
+    assert segment["seconds"] > 0 and segment["images_per_second"] > 0
 
 
 def test_command_line_errors_are_one_line(tmp_path):

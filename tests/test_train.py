@@ -200,6 +200,8 @@ def test_evaluate_rejects_checkpoint_of_other_config(data_dir, tmp_path):
             make_config(data_dir, num_train_steps=10, **{"model.semantic_hidden": (64,)}),
             str(workdir),
         )
+    with pytest.raises(ValueError, match="method: checkpoint 'semantic_hash', config 'csq'"):
+        evaluation.evaluate(make_config(data_dir, num_train_steps=10, method="csq"), str(workdir))
     results = evaluation.evaluate(make_config(data_dir, num_train_steps=10), str(workdir))
     assert results["step"] == 10
     with pytest.raises(FileNotFoundError, match="saved steps"):
