@@ -125,6 +125,19 @@ def semantic_hash_loss(codes, prototypes, labels, loss_config, *, alignment: str
     return _terms(aligned, quantization, loss_config.quantization_weight)
 
 
+# Config fields that a method's model and loss never read, as dotted prefixes. Runs
+# that differ only in them compute the same thing (used by the sweep runner).
+_OTHER_METHODS_SETTINGS = ("csq.", "orthohash.", "classification.")
+UNUSED_CONFIG_FIELDS = {
+    "semantic_hash": _OTHER_METHODS_SETTINGS,
+    "adalabelhash": _OTHER_METHODS_SETTINGS
+    + ("loss.alignment", "loss.scale", "model.semantic_hidden"),
+    "csq": ("loss.", "model.semantic_hidden", "orthohash.", "classification."),
+    "orthohash": ("loss.", "model.semantic_hidden", "csq.", "classification."),
+    "classification": ("loss.", "model.semantic_hidden", "csq.", "orthohash."),
+}
+
+
 def _terms(alignment, quantization, weight):
     total = alignment + weight * quantization
     return total, {"alignment_loss": alignment, "quantization_loss": quantization}

@@ -90,6 +90,12 @@ def _json_value(value):
     return json.loads(json.dumps(value))
 
 
+def _unused(method: str, key: str) -> bool:
+    from semhash_jax import losses
+
+    return key.startswith(losses.UNUSED_CONFIG_FIELDS.get(method, ()))
+
+
 # Fields always named in a run's folder, so that sweeps with other bases (e.g. the
 # bits=16 variant) that share a workdir never give two configs one folder.
 _NAMED_FIELDS = ("method", "bits")
@@ -97,11 +103,11 @@ _NAMED_FIELDS = ("method", "bits")
 
 def run_name(config, base) -> str:
     """Folder name of a run: method, bits, the other fields that differ from the
-    base config (sorted), and the seed."""
+    base config (sorted) and that its method reads, and the seed."""
     run, reference = _flat(config), _flat(base)
     parts = [f"{key}={run[key]}" for key in _NAMED_FIELDS]
     for key in sorted(run):
-        if key in _NAMED_FIELDS or key == "seed":
+        if key in _NAMED_FIELDS or key == "seed" or _unused(run["method"], key):
             continue
         if _json_value(run[key]) != _json_value(reference.get(key)):
             value = run[key]
@@ -134,11 +140,15 @@ def build_runs(base, entries: list[dict], sweep_name: str) -> list[Run]:
 
 
 def _saved_config_differences(results: dict, config) -> list[str]:
+    """Fields that differ between a run's saved config and `config`, leaving out those
+    its method never reads."""
     saved, current = _flat(results["config"]), _flat(json.loads(config.to_json()))
     return sorted(
         key
         for key in set(saved) | set(current)
-        if key not in _IGNORED_IN_COMPARISON and saved.get(key) != current.get(key)
+        if key not in _IGNORED_IN_COMPARISON
+        and not _unused(config.method, key)
+        and saved.get(key) != current.get(key)
     )
 
 

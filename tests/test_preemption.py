@@ -95,7 +95,9 @@ def test_sigterm_then_kill_then_resume_matches_straight_run(zero_shot_data_dir, 
     stderr = signal_on_line(second, "Saving checkpoint of step 12", signal.SIGKILL)
     assert f"Resuming from step {preempted_step}" in stderr
     assert second.returncode == -signal.SIGKILL
-    assert max(saved_steps(stopped)) in (8, 12)
+    # Step 8's save runs in the background too: on a busy machine the kill can
+    # land before it completes, and then the preempted step is the latest.
+    assert max(saved_steps(stopped)) in (preempted_step, 8, 12)
 
     # 3. The same command again finishes the run.
     _, stderr = run_to_end(stopped, zero_shot_data_dir)

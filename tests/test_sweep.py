@@ -154,7 +154,9 @@ def test_study_grids():
         (m, 32) for m in ("semantic_hash", "csq", "orthohash", "adalabelhash", "classification")
     }
     loss = fashion_mnist.sweep("loss")
-    assert len(loss) == 8 * 3 and loss[0] == {"label": "defaults", "seed": 0}
+    assert len(loss) == 8 * 3
+    assert loss[0]["loss.quantization_weight"] == 0.1 and loss[0]["seed"] == 0
+    assert loss[3]["loss.quantization_weight"] == 0.0
     config = fashion_mnist.get_config("schedule=deephash")
     assert (config.num_train_steps, config.optimizer.learning_rate, config.augment_max_shift) == (
         781,
@@ -205,3 +207,29 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert "Error: The methods sweep cannot use the zero_shot variant" in result.stderr
     result = run("--config=configs/imagenet.py", "--sweep=methods")
     assert "Error: configs/imagenet.py defines no sweep(name, arg) function" in result.stderr
+
+
+def test_fields_a_method_never_reads_are_left_out():
+    base = base_config()
+    runs = sweep_runner.build_runs(
+        base,
+        [
+            {"method": "csq", "loss.quantization_weight": 0.5, "model.semantic_hidden": ()},
+            {"method": "adalabelhash", "loss.scale": 3.0, "loss.margin": 0.2},
+            {"method": "semantic_hash", "csq.quantization_weight": 0.5, "loss.scale": 3.0},
+        ],
+        "s",
+    )
+    assert [r.name for r in runs] == [
+        "method=csq,bits=32,seed=0",
+        "method=adalabelhash,bits=32,loss.margin=0.2,seed=0",
+        "method=semantic_hash,bits=32,loss.scale=3.0,seed=0",
+    ]
+    # A finished CSQ run is reused by a base whose SemanticHash loss changed.
+    results = {"step": 20, "config": json.loads(runs[0].config.to_json()), "metrics": {}}
+    other = base_config()
+    other.method = "csq"
+    other.loss.alignment = "hinge"
+    assert sweep_runner._saved_config_differences(results, other) == []
+    other.csq.quantization_weight = 0.3
+    assert sweep_runner._saved_config_differences(results, other) == ["csq.quantization_weight"]
