@@ -155,7 +155,7 @@ def _saved_config_differences(results: dict, config) -> list[str]:
 def finished_results(run_dir: pathlib.Path, config) -> dict | None:
     """Return the results of a finished run in `run_dir`, or None if it has none.
 
-    Raises when the folder holds a run of another config, which must not be mixed
+    Raises when the folder contains a run of another config, which must not be mixed
     into the table or resumed with this config.
     """
     path = run_dir / "eval" / "results.json"
@@ -166,7 +166,7 @@ def finished_results(run_dir: pathlib.Path, config) -> dict | None:
     if differences:
         raise input_errors.mark(
             ValueError(
-                f"{run_dir} holds a run with another config (fields {', '.join(differences)} "
+                f"{run_dir} contains a run with another config (fields {', '.join(differences)} "
                 "differ). Move or delete that folder, or give the sweep another --workdir."
             )
         )

@@ -85,7 +85,8 @@ def test_table_mean_and_std_over_seeds(tmp_path):
     _, again = sweep_runner.run_sweep(
         base_config(), ENTRIES, tmp_path, "methods", train_fn=fake_train(values, calls)
     )
-    assert calls == [] and again == markdown
+    assert calls == []
+    assert again == markdown
 
 
 def test_failed_run_is_recorded_and_the_others_run(tmp_path):
@@ -98,7 +99,7 @@ def test_failed_run_is_recorded_and_the_others_run(tmp_path):
     assert len(calls) == 6
     assert sweep_runner.failed(records) == ["method=csq,bits=32,seed=1"]
     assert "failed: FloatingPointError: loss is nan" in (tmp_path / "m_runs.csv").read_text()
-    # Two of three csq seeds finished: the table says so.
+    # Two of three csq seeds finished: the table shows it.
     assert "| csq | 2/3 | 0.7100 ± 0.0141 |" in markdown
 
 
@@ -155,7 +156,8 @@ def test_study_grids():
     }
     loss = fashion_mnist.sweep("loss")
     assert len(loss) == 8 * 3
-    assert loss[0]["loss.quantization_weight"] == 0.1 and loss[0]["seed"] == 0
+    assert loss[0]["loss.quantization_weight"] == 0.1
+    assert loss[0]["seed"] == 0
     assert loss[3]["loss.quantization_weight"] == 0.0
     config = fashion_mnist.get_config("schedule=deephash")
     assert (config.num_train_steps, config.optimizer.learning_rate, config.augment_max_shift) == (
@@ -184,7 +186,8 @@ def test_cifar10_methods_sweep_runlocal_on_mock_data(tmp_path, monkeypatch):
     )
     (segment,) = timing["segments"]
     assert (segment["first_step"], segment["last_step"]) == (1, 2)
-    assert segment["seconds"] > 0 and segment["images_per_second"] > 0
+    assert segment["seconds"] > 0
+    assert segment["images_per_second"] > 0
 
 
 def test_command_line_errors_are_one_line(tmp_path):

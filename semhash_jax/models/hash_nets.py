@@ -68,7 +68,7 @@ class _ClassTable(nnx.Module):
     def _check(self, class_embeddings):
         if class_embeddings.shape[0] != self.num_classes:
             raise ValueError(
-                f"This {type(self).__name__} holds codes of {self.num_classes} classes but "
+                f"This {type(self).__name__} contains codes of {self.num_classes} classes but "
                 f"was given {class_embeddings.shape[0]}. Only config.method='semantic_hash' "
                 "encodes classes it was not built with."
             )
