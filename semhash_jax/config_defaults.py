@@ -352,13 +352,51 @@ LOSS_OPTIONS = (
     ("softmax scale 20", {"loss.scale": 20.0}),
 )
 
+# The "text" sweep: SemanticHash with its defaults and one text option changed at a
+# time, plus a control whose class embeddings carry no meaning.
+TEXT_OPTIONS = (
+    ("default: MiniLM, 'a photo of a {}.', mean pooling, centred", {}),
+    ("text embeddings not centred", {"text.center": False}),
+    ("bare class name as the prompt", {"text.templates": ("{}",)}),
+    (
+        "three prompts averaged",
+        {
+            "text.templates": (
+                "a photo of a {}.",
+                "a product photo of a {}.",
+                "a {}, an item of clothing.",
+            )
+        },
+    ),
+    ("CLS-token pooling", {"text.pooling": "cls"}),
+    ("control: random vector per class name", {"text.space": "random"}),
+)
+SWEEPS = ("methods", "loss", "text")
+
+
+def flat_fields(config) -> dict:
+    """Return every leaf of a (possibly nested) config or dict, keyed by its dotted name."""
+    flat = {}
+
+    def visit(prefix, value):
+        if hasattr(value, "items"):
+            for key, item in value.items():
+                visit(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = value
+
+    visit("", config)
+    return flat
+
 
 def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str, str]) -> list:
     """Return the runs of a named sweep for `semhash_jax.sweep` (see sweep_runner.py).
 
       methods  every method of SWEEP_METHODS at 32, 16 and 64 bits, 3 seeds each;
       loss     SemanticHash at config.bits, 3 seeds, LOSS_REFERENCE with one option of
-               LOSS_OPTIONS changed at a time.
+               LOSS_OPTIONS changed at a time;
+      text     SemanticHash at config.bits, 3 seeds, the config as given with one
+               option of TEXT_OPTIONS changed at a time.
 
     With the runlocal variant, one seed and only config.bits. Runs are ordered so
     that the first finished ones already compare every method at one code length.
@@ -388,7 +426,13 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
             for seed in seeds
             for label, overrides in LOSS_OPTIONS
         ]
-    raise ValueError(f"Unknown sweep {name!r}. Known sweeps: methods, loss.")
+    if name == "text":
+        return [
+            {"label": label, "method": "semantic_hash", **overrides, "seed": seed}
+            for seed in seeds
+            for label, overrides in TEXT_OPTIONS
+        ]
+    raise ValueError(f"Unknown sweep {name!r}. Known sweeps: {', '.join(SWEEPS)}.")
 
 
 def runlocal(config: ml_collections.ConfigDict):

@@ -126,15 +126,16 @@ def semantic_hash_loss(codes, prototypes, labels, loss_config, *, alignment: str
 
 
 # Config fields that a method's model and loss never read, as dotted prefixes. Runs
-# that differ only in them compute the same thing (used by the sweep runner).
+# that differ only in them compute the same thing (used by the sweep runner). Only
+# SemanticHash reads the class names' text embeddings.
 _OTHER_METHODS_SETTINGS = ("csq.", "orthohash.", "classification.")
+_NO_TEXT = ("text.", "model.semantic_hidden")
 UNUSED_CONFIG_FIELDS = {
     "semantic_hash": _OTHER_METHODS_SETTINGS,
-    "adalabelhash": _OTHER_METHODS_SETTINGS
-    + ("loss.alignment", "loss.scale", "model.semantic_hidden"),
-    "csq": ("loss.", "model.semantic_hidden", "orthohash.", "classification."),
-    "orthohash": ("loss.", "model.semantic_hidden", "csq.", "classification."),
-    "classification": ("loss.", "model.semantic_hidden", "csq.", "orthohash."),
+    "adalabelhash": _OTHER_METHODS_SETTINGS + _NO_TEXT + ("loss.alignment", "loss.scale"),
+    "csq": _NO_TEXT + ("loss.", "orthohash.", "classification."),
+    "orthohash": _NO_TEXT + ("loss.", "csq.", "classification."),
+    "classification": _NO_TEXT + ("loss.", "csq.", "orthohash."),
 }
 
 

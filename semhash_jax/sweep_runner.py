@@ -28,7 +28,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from semhash_jax import atomic_files, input_errors
+from semhash_jax import atomic_files, config_defaults, input_errors
 
 RUNS_DIR = "runs"
 # Config fields that describe where data lives rather than what a run computes.
@@ -73,17 +73,11 @@ def _set_field(config, dotted: str, value, sweep_name: str):
 
 
 def _flat(config) -> dict:
-    flat = {}
-
-    def visit(prefix, value):
-        if hasattr(value, "items"):
-            for key, item in value.items():
-                visit(f"{prefix}{key}.", item)
-        else:
-            flat[prefix[:-1]] = list(value) if isinstance(value, tuple) else value
-
-    visit("", config)
-    return flat
+    """Dotted fields, with tuples as lists so that they compare equal to JSON values."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in config_defaults.flat_fields(config).items()
+    }
 
 
 def _json_value(value):

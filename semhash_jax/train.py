@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from semhash_jax import atomic_files, checkpointing, evaluation, input_pipeline, losses, preemption
+from semhash_jax import (
+    atomic_files,
+    checkpointing,
+    config_defaults,
+    evaluation,
+    input_pipeline,
+    losses,
+    preemption,
+)
 from semhash_jax import preprocessing, run_setup, sharding, train_state as train_state_lib
 
 
@@ -170,20 +178,12 @@ class MetricAccumulator:
         return means
 
 
-def _flatten(config) -> dict:
-    flat = {}
-
-    def visit(prefix, value):
-        if hasattr(value, "items"):
-            for key, item in value.items():
-                visit(f"{prefix}{key}.", item)
-        else:
-            flat[prefix[:-1]] = (
-                str(value) if isinstance(value, (tuple, list)) or value is None else value
-            )
-
-    visit("", config)
-    return flat
+def _hparams(config) -> dict:
+    """Config fields as hyperparameters: sequences and None as strings."""
+    return {
+        key: str(value) if isinstance(value, (tuple, list)) or value is None else value
+        for key, value in config_defaults.flat_fields(config).items()
+    }
 
 
 def eval_scalars(results: dict) -> dict[str, float]:
@@ -269,7 +269,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if initial_step == 0:
-        writer.write_hparams(_flatten(config))
+        writer.write_hparams(_hparams(config))
     if initial_step >= config.num_train_steps:
         logging.info("Training already finished at step %d; evaluating only.", initial_step)
     else:

@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from configs import fashion_mnist as fashion_mnist_config
 from semhash_jax.datasets import fashion_mnist, registry
 
 SOURCE_DIR = pathlib.Path(fashion_mnist.DEFAULT_SOURCE_DIR)
@@ -73,6 +74,21 @@ def mock_tfds(monkeypatch, num_examples: int):
 
     monkeypatch.setattr(mocking, "_getitems", _getitems_without_self)
     return tfds.testing.mock_data(num_examples=num_examples)
+
+
+def runlocal_config(**overrides):
+    """Return Fashion-MNIST's runlocal config with protocol train_test_split and overrides
+    given by dotted field name, e.g. **{"loss.alignment": "hinge"}."""
+    config = fashion_mnist_config.get_config("protocol=train_test_split,runlocal")
+    config.unlock()
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    config.lock()
+    return config
 
 
 def two_step_config(config, data_dir, **overrides):

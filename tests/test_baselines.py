@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import fashion_mnist
 from semhash_jax import config_checks, losses, run_setup, sharding, train
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.models import hash_centres, hash_nets
@@ -17,17 +16,7 @@ from tests import helpers
 
 
 def method_config(method, **overrides):
-    config = fashion_mnist.get_config("protocol=train_test_split,runlocal")
-    config.unlock()
-    config.method = method
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    config.lock()
-    return config
+    return helpers.runlocal_config(method=method, **overrides)
 
 
 def test_csq_loss_by_hand():

@@ -144,7 +144,7 @@ def test_run_names_and_bad_entries():
         sweep_runner.build_runs(base, [{"loss.alignmnet": "hinge"}], "s")
     with pytest.raises(ValueError, match="lists the same run more than once"):
         sweep_runner.build_runs(base, [{"seed": 0}, {"seed": 0, "bits": 32}], "s")
-    with pytest.raises(ValueError, match="Unknown sweep 'bits'. Known sweeps: methods, loss"):
+    with pytest.raises(ValueError, match="Unknown sweep 'bits'. Known sweeps: methods, loss, text"):
         fashion_mnist.sweep("bits")
 
 
@@ -159,6 +159,11 @@ def test_study_grids():
     assert loss[0]["loss.quantization_weight"] == 0.1
     assert loss[0]["seed"] == 0
     assert loss[3]["loss.quantization_weight"] == 0.0
+    text = fashion_mnist.sweep("text", "schedule=deephash")
+    assert len(text) == 6 * 3
+    assert {e["method"] for e in text} == {"semantic_hash"}
+    assert text[1]["text.center"] is False
+    assert text[5]["text.space"] == "random"
     config = fashion_mnist.get_config("schedule=deephash")
     assert (config.num_train_steps, config.optimizer.learning_rate, config.augment_max_shift) == (
         781,
@@ -204,7 +209,7 @@ def test_command_line_errors_are_one_line(tmp_path):
 
     result = run("--config=configs/fashion_mnist.py", "--sweep=bits")
     assert result.returncode == 1
-    assert "Error: Unknown sweep 'bits'. Known sweeps: methods, loss." in result.stderr
+    assert "Error: Unknown sweep 'bits'. Known sweeps: methods, loss, text." in result.stderr
     assert "Traceback" not in result.stderr
     result = run("--config=configs/fashion_mnist.py:zero_shot", "--sweep=methods")
     assert "Error: The methods sweep cannot use the zero_shot variant" in result.stderr
@@ -217,7 +222,12 @@ def test_fields_a_method_never_reads_are_left_out():
     runs = sweep_runner.build_runs(
         base,
         [
-            {"method": "csq", "loss.quantization_weight": 0.5, "model.semantic_hidden": ()},
+            {
+                "method": "csq",
+                "loss.quantization_weight": 0.5,
+                "model.semantic_hidden": (),
+                "text.center": False,
+            },
             {"method": "adalabelhash", "loss.scale": 3.0, "loss.margin": 0.2},
             {"method": "semantic_hash", "csq.quantization_weight": 0.5, "loss.scale": 3.0},
         ],
@@ -233,6 +243,7 @@ def test_fields_a_method_never_reads_are_left_out():
     other = base_config()
     other.method = "csq"
     other.loss.alignment = "hinge"
+    other.text.templates = ("{}",)
     assert sweep_runner._saved_config_differences(results, other) == []
     other.csq.quantization_weight = 0.3
     assert sweep_runner._saved_config_differences(results, other) == ["csq.quantization_weight"]

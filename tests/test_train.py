@@ -9,7 +9,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import fashion_mnist
 from semhash_jax import checkpointing, config_checks, evaluation, input_pipeline, preprocessing
 from semhash_jax import run_setup, sharding, train, train_state as train_state_lib
 from tests import helpers
@@ -23,17 +22,7 @@ def data_dir(tmp_path_factory):
 
 
 def make_config(data_dir, **overrides):
-    config = fashion_mnist.get_config("protocol=train_test_split,runlocal")
-    config.unlock()
-    config.data_dir = data_dir
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    config.lock()
-    return config
+    return helpers.runlocal_config(data_dir=data_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
