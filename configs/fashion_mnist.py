@@ -24,8 +24,9 @@ e.g. --config=configs/fashion_mnist.py:protocol=train_test_split,zero_shot
 Any field can be overridden on the command line: --config.bits=64.
 
 Sweeps (python -m semhash_jax.sweep --sweep=NAME): "methods" (SemanticHash and
-the baselines at 16/32/64 bits, 3 seeds) and "loss" (SemanticHash's loss and
-network options one at a time); see config_defaults.sweep_grid.
+the baselines at 16/32/64 bits, 3 seeds), "loss" (SemanticHash's loss and
+network options one at a time) and "text" (its text options one at a time);
+see config_defaults.sweep_grid.
 """
 
 from semhash_jax import config_defaults

@@ -122,13 +122,17 @@ def format_results(results: dict) -> str:
         ("nearest-prototype accuracy", results["classification"]["nearest_prototype_accuracy"])
     ]
     text_queries = results.get("text_queries", {})
+    # Only SemanticHash makes its prototypes from class names; the baselines' class
+    # codes are fixed centres or learned tables.
+    method = results.get("config", {}).get("method", "semantic_hash")
+    query_kind = "class-name" if method == "semantic_hash" else "class-code"
     for group in ("all", "seen", "unseen"):
         scores = text_queries.get(f"{group}_classes") or {}
         if group != "all" and "zero_shot" not in results:
             continue
         for name, value in scores.items():
             if name.startswith("mAP"):
-                extra.append((f"class-name queries ({group} classes) {name}", value))
+                extra.append((f"{query_kind} queries ({group} classes) {name}", value))
     zero_shot = results.get("zero_shot")
     if zero_shot:
         for group in ("unseen", "seen"):

@@ -46,6 +46,12 @@ class Run:
 def load_sweep_function(config_path: str):
     """Return the `sweep(name, arg)` function of the config file at `config_path`."""
     path = pathlib.Path(config_path)
+    if not path.is_file():
+        known = ", ".join(sorted(str(p) for p in path.parent.glob("*.py") if p.stem != "__init__"))
+        raise FileNotFoundError(
+            f"Config file {config_path} not found. Config files in {path.parent}: "
+            f"{known or 'none'}."
+        )
     spec = importlib.util.spec_from_file_location(f"_sweep_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semhash_jax import config_checks, losses, run_setup, sharding, train
+from semhash_jax import config_checks, evaluation, losses, run_setup, sharding, train
 from semhash_jax import train_state as train_state_lib
 from semhash_jax.models import hash_centres, hash_nets
 from tests import helpers
@@ -192,3 +192,22 @@ def test_bad_baseline_settings_named():
         config_checks.check_config(method_config("orthohash", **{"orthohash.scale": 0.0}), 8)
     with pytest.raises(ValueError, match=r"csq.quantization_weight=-1.0 must be >= 0"):
         config_checks.check_config(method_config("csq", **{"csq.quantization_weight": -1.0}), 8)
+
+
+@pytest.mark.parametrize(
+    ("method", "label"),
+    [("semantic_hash", "class-name queries"), ("csq", "class-code queries")],
+)
+def test_printed_class_query_label(method, label):
+    results = {
+        "step": 2,
+        "bits": 16,
+        "protocol": {"name": "p", "num_query": 1, "num_database": 2, "num_train": 3},
+        "metrics": {"mAP@all": 0.5},
+        "tie_rule": "database index",
+        "classification": {"nearest_prototype_accuracy": 0.25},
+        "text_queries": {"all_classes": {"mAP@all": 0.75}},
+        "config": {"method": method},
+    }
+    table = evaluation.format_results(results)
+    assert f"{label} (all classes) mAP@all  0.7500" in table

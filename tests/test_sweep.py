@@ -215,6 +215,9 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert "Error: The methods sweep cannot use the zero_shot variant" in result.stderr
     result = run("--config=configs/imagenet.py", "--sweep=methods")
     assert "Error: configs/imagenet.py defines no sweep(name, arg) function" in result.stderr
+    result = run("--config=configs/fashion_mnsit.py", "--sweep=methods")
+    assert "Error: Config file configs/fashion_mnsit.py not found." in result.stderr
+    assert "configs/fashion_mnist.py" in result.stderr
 
 
 def test_fields_a_method_never_reads_are_left_out():
