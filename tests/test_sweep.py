@@ -164,7 +164,9 @@ def test_study_grids():
     assert {e["method"] for e in text} == {"semantic_hash"}
     assert text[1]["text.center"] is False
     assert text[5]["text.space"] == "random"
+    assert fashion_mnist.get_config().loss.quantization_weight == 0.1
     config = fashion_mnist.get_config("schedule=deephash")
+    assert config.loss.quantization_weight == 0.0
     assert (config.num_train_steps, config.optimizer.learning_rate, config.augment_max_shift) == (
         781,
         1e-3,
