@@ -1,11 +1,13 @@
-"""Process-level settings shared by the binaries: multi-process start-up and logs.
+"""Process-level settings shared by the binaries: flag parsing, multi-process start-up, logs.
 
 Importing this module defines the multi-process flags of the binaries that
 train and evaluate; it imports neither JAX nor TensorFlow.
 """
 
+import ast
 import logging as python_logging
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -152,3 +154,46 @@ def initialize_distributed_from_flags() -> bool:
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parse the command line like absl's app.run, with bad flags reported as one line.
+
+    Config-file errors (a missing or misspelled variant, an unknown --config.FIELD)
+    reach absl with ml_collections' traceback inside, and the message that names
+    the value comes last. This prints only that message and exits with status 2.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = _last_error_line(str(e))
+    except (AttributeError, KeyError) as e:
+        # ml_collections raises these for an override of a field the config lacks.
+        overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+        field, _, hint = _unquote(str(e)).partition("\n")
+        message = (
+            f"Invalid config override among {', '.join(overrides) or 'the flags'}: the "
+            f"config has no field {field}. {hint or 'Check the field name.'} "
+            "The fields are defined in semhash_jax/config_defaults.py and the config file."
+        )
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _last_error_line(text: str) -> str:
+    """Return the message of the last exception in a text with a traceback inside."""
+    if "Traceback (most recent call last)" not in text:
+        return text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.split(":")[0].endswith(("Error", "Exception"))]
+    if not errors:
+        return text
+    return errors[-1].split(":", 1)[1].strip()
+
+
+def _unquote(text: str) -> str:
+    """Return ml_collections' quoted KeyError text ("'name'\\nDid you mean ...") unquoted."""
+    try:
+        return str(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+        return text

@@ -220,6 +220,20 @@ def test_command_line_errors_are_one_line(tmp_path):
     result = run("--config=configs/fashion_mnsit.py", "--sweep=methods")
     assert "Error: Config file configs/fashion_mnsit.py not found." in result.stderr
     assert "configs/fashion_mnist.py" in result.stderr
+    # Config flag errors: only the message that names the value, exit status 2.
+    result = run("--config=configs/fashion_mnist.py", "--sweep=text", "--config.loss.alignmnet=x")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: Invalid config override among --config.loss.alignmnet: the config has no "
+        'field \'alignmnet\'. Did you mean "alignment" instead of "alignmnet"? The fields '
+        "are defined in semhash_jax/config_defaults.py and the config file."
+    ]
+    result = run("--config=configs/fashion_mnist.py:runlocl", "--sweep=text")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: Unknown config variant(s) ['runlocl'] in 'runlocl'. Known: protocol, bits, "
+        "schedule, zero_shot, runlocal."
+    ]
 
 
 def test_fields_a_method_never_reads_are_left_out():
