@@ -58,6 +58,6 @@ def get_config(arg: str | None = None):
 
 
 def sweep(name: str, arg: str | None = None):
-    """Runs of the sweep `name` ("methods", "loss" or "text") for `python -m semhash_jax.sweep`."""
+    """Return the runs of the sweep `name` ("methods", "loss" or "text")."""
     variants = config_defaults.parse_variants(arg, ("protocol", "bits", "zero_shot", "runlocal"))
     return config_defaults.sweep_grid(name, get_config(arg), variants)

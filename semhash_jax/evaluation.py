@@ -122,7 +122,7 @@ def format_results(results: dict) -> str:
         ("nearest-prototype accuracy", results["classification"]["nearest_prototype_accuracy"])
     ]
     text_queries = results.get("text_queries", {})
-    # Only SemanticHash makes its prototypes from class names; the baselines' class
+    # Only SemanticHash makes its prototypes from class names. The baselines' class
     # codes are fixed centres or learned tables.
     method = results.get("config", {}).get("method", "semantic_hash")
     query_kind = "class-name" if method == "semantic_hash" else "class-code"

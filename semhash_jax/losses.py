@@ -129,13 +129,13 @@ def semantic_hash_loss(codes, prototypes, labels, loss_config, *, alignment: str
 # that differ only in them compute the same thing (used by the sweep runner). Only
 # SemanticHash reads the class names' text embeddings.
 _OTHER_METHODS_SETTINGS = ("csq.", "orthohash.", "classification.")
-_NO_TEXT = ("text.", "model.semantic_hidden")
+_TEXT_SIDE = ("text.", "model.semantic_hidden")
 UNUSED_CONFIG_FIELDS = {
     "semantic_hash": _OTHER_METHODS_SETTINGS,
-    "adalabelhash": _OTHER_METHODS_SETTINGS + _NO_TEXT + ("loss.alignment", "loss.scale"),
-    "csq": _NO_TEXT + ("loss.", "orthohash.", "classification."),
-    "orthohash": _NO_TEXT + ("loss.", "csq.", "classification."),
-    "classification": _NO_TEXT + ("loss.", "csq.", "orthohash."),
+    "adalabelhash": _OTHER_METHODS_SETTINGS + _TEXT_SIDE + ("loss.alignment", "loss.scale"),
+    "csq": _TEXT_SIDE + ("loss.", "orthohash.", "classification."),
+    "orthohash": _TEXT_SIDE + ("loss.", "csq.", "classification."),
+    "classification": _TEXT_SIDE + ("loss.", "csq.", "orthohash."),
 }
 
 

@@ -170,9 +170,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as e:
         # ml_collections raises these for an override of a field the config lacks.
         overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+        if not overrides:
+            raise
         field, _, hint = _unquote(str(e)).partition("\n")
         message = (
-            f"Invalid config override among {', '.join(overrides) or 'the flags'}: the "
+            f"Invalid config override among {', '.join(overrides)}: the "
             f"config has no field {field}. {hint or 'Check the field name.'} "
             "The fields are defined in semhash_jax/config_defaults.py and the config file."
         )

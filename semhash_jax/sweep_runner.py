@@ -79,7 +79,7 @@ def _set_field(config, dotted: str, value, sweep_name: str):
 
 
 def _flat(config) -> dict:
-    """Dotted fields, with tuples as lists so that they compare equal to JSON values."""
+    """Return the dotted fields, with tuples as lists so that they compare equal to JSON."""
     return {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in config_defaults.flat_fields(config).items()

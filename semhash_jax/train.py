@@ -179,7 +179,7 @@ class MetricAccumulator:
 
 
 def _hparams(config) -> dict:
-    """Config fields as hyperparameters: sequences and None as strings."""
+    """Return the config fields as hyperparameters, with sequences and None as strings."""
     return {
         key: str(value) if isinstance(value, (tuple, list)) or value is None else value
         for key, value in config_defaults.flat_fields(config).items()
