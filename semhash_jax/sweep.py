@@ -6,7 +6,8 @@ The config file's `sweep(name, arg)` lists the runs; `arg` is the variant given
 after the colon in --config. Overrides on the command line (--config.num_train_steps=...)
 apply to every run. Finished runs are skipped, interrupted ones resume. The table of
 mAP@K, tie-aware mAP@K, precision within Hamming radius r, training time and images/s
-(mean ± std over seeds) goes to DIR/<sweep>.md and DIR/<sweep>.csv.
+(mean ± std over seeds) goes to DIR/<sweep>.md and DIR/<sweep>.csv, or with a variant
+to DIR/<sweep>_<variant>.md and .csv (e.g. loss_schedule=deephash,bits=16.md).
 
 Exits with status 1 when a run failed (the others still run), 143 on preemption.
 """
@@ -41,7 +42,12 @@ def main(argv):
     entries = input_errors.run(list_runs)
     try:
         records, markdown = input_errors.run(
-            sweep_runner.run_sweep, FLAGS.config, entries, FLAGS.workdir, FLAGS.sweep
+            sweep_runner.run_sweep,
+            FLAGS.config,
+            entries,
+            FLAGS.workdir,
+            FLAGS.sweep,
+            table=sweep_runner.table_name(FLAGS.sweep, arg),
         )
     except preemption.Preempted as e:
         logging.warning("%s", e)

@@ -10,8 +10,10 @@ the bits, the other fields in which the run's config differs from the base
 config, and the seed. Runs with the same
 config share a folder, so grids that overlap train the overlap once. A run whose
 results.json holds the final step is skipped; an interrupted run resumes from its
-latest checkpoint. The table goes to DIR/<sweep>.md and DIR/<sweep>.csv, the
-per-run values to DIR/<sweep>_runs.csv.
+latest checkpoint. The table goes to DIR/<table>.md and DIR/<table>.csv, the
+per-run values to DIR/<table>_runs.csv, where <table> is the sweep's name followed
+by the config variant, so that the same sweep over two bases (bits=16 and bits=64)
+keeps two tables.
 """
 
 from __future__ import annotations
@@ -101,6 +103,16 @@ def _unused(method: str, key: str) -> bool:
 _NAMED_FIELDS = ("method", "bits")
 
 
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+
+
+def table_name(sweep_name: str, variant: str | None) -> str:
+    """Stem of a sweep's table files: the sweep name, then the config variant if any
+    ("loss" and "schedule=deephash,bits=16" give "loss_schedule=deephash,bits=16")."""
+    return _file_name(f"{sweep_name}_{variant}" if variant else sweep_name)
+
+
 def run_name(config, base) -> str:
     """Folder name of a run: method, bits, the other fields that differ from the
     base config (sorted) and that its method reads, and the seed."""
@@ -115,7 +127,7 @@ def run_name(config, base) -> str:
                 value = "-".join(str(item) for item in value) or "none"
             parts.append(f"{key}={value}")
     parts.append(f"seed={config.seed}")
-    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
+    return _file_name(",".join(parts))
 
 
 def build_runs(base, entries: list[dict], sweep_name: str) -> list[Run]:
@@ -263,8 +275,8 @@ def _format(value, column: str) -> str:
 _HEADINGS = {"train_seconds": "training time (s)", "images_per_second": "images/s"}
 
 
-def write_tables(workdir: pathlib.Path, sweep_name: str, records: list[dict]) -> str:
-    """Write the Markdown and CSV tables of a sweep; return the Markdown."""
+def write_tables(workdir: pathlib.Path, table: str, records: list[dict]) -> str:
+    """Write the Markdown and CSV tables of a sweep to DIR/<table>.*; return the Markdown."""
     columns, rows = summarize(records)
     headings = ["run", "seeds"] + [_HEADINGS.get(c, c) for c in columns]
     lines = [
@@ -282,8 +294,8 @@ def write_tables(workdir: pathlib.Path, sweep_name: str, records: list[dict]) ->
         "\nMean ± sample standard deviation over seeds; 'seeds' counts finished runs "
         "(finished/listed where some are missing).\n"
     )
-    (workdir / f"{sweep_name}.md").write_text(markdown)
-    with open(workdir / f"{sweep_name}.csv", "w", newline="") as f:
+    (workdir / f"{table}.md").write_text(markdown)
+    with open(workdir / f"{table}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         header = ["label", "seeds"]
         for column in columns:
@@ -294,7 +306,7 @@ def write_tables(workdir: pathlib.Path, sweep_name: str, records: list[dict]) ->
             for column in columns:
                 cells += list(row[column]) if row[column] else [None, None]
             writer.writerow(["" if c is None else c for c in cells])
-    with open(workdir / f"{sweep_name}_runs.csv", "w", newline="") as f:
+    with open(workdir / f"{table}_runs.csv", "w", newline="") as f:
         keys = list(dict.fromkeys(key for record in records for key in record))
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -302,9 +314,10 @@ def write_tables(workdir: pathlib.Path, sweep_name: str, records: list[dict]) ->
     return markdown
 
 
-def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, train_fn=None):
+def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, table=None, train_fn=None):
     """Train and evaluate every run of a sweep that is not finished; write its tables.
 
+    The tables go to DIR/<table>.md and .csv (`table` defaults to the sweep's name).
     Returns (records, markdown). A run that fails is logged and recorded, and the
     sweep goes on; the caller decides the exit status from the records.
     `train_fn(config, workdir)` defaults to `train.train_and_evaluate`.
@@ -314,11 +327,12 @@ def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, train_fn=N
 
         train_fn = train.train_and_evaluate
     workdir = pathlib.Path(workdir)
+    table = table or sweep_name
     with input_errors.tagged():
         runs = build_runs(base, entries, sweep_name)
     workdir.mkdir(parents=True, exist_ok=True)
     atomic_files.write_json(
-        workdir / f"{sweep_name}_runs.json",
+        workdir / f"{table}_runs.json",
         {
             "sweep": sweep_name,
             "runs": [{"label": r.label, "seed": r.seed, "run": r.name} for r in runs],
@@ -344,9 +358,9 @@ def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, train_fn=N
                 error = f"{type(e).__name__}: {e}"
                 logging.error("Run %s failed: %s\n%s", run.name, error, traceback.format_exc())
         records.append(run_record(run, run_dir, results, error))
-        write_tables(workdir, sweep_name, records)
-    markdown = write_tables(workdir, sweep_name, records)
-    logging.info("Sweep %r finished; table in %s.", sweep_name, workdir / f"{sweep_name}.md")
+        write_tables(workdir, table, records)
+    markdown = write_tables(workdir, table, records)
+    logging.info("Sweep %r finished; table in %s.", sweep_name, workdir / f"{table}.md")
     return records, markdown
 
 

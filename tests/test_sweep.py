@@ -89,6 +89,28 @@ def test_table_mean_and_std_over_seeds(tmp_path):
     assert again == markdown
 
 
+def test_table_named_after_the_variant(tmp_path):
+    assert sweep_runner.table_name("loss", None) == "loss"
+    assert sweep_runner.table_name("loss", "schedule=deephash,bits=16") == (
+        "loss_schedule=deephash,bits=16"
+    )
+    values = {("semantic_hash", 0): 0.6, ("csq", 0): 0.5}
+    for bits, variant in ((16, "bits=16"), (64, "bits=64")):
+        base = fashion_mnist.get_config(f"runlocal,{variant}")
+        table = sweep_runner.table_name("methods", f"runlocal,{variant}")
+        sweep_runner.run_sweep(
+            base, ENTRIES[:2], tmp_path, "methods", table=table, train_fn=fake_train(values, [])
+        )
+    for bits in (16, 64):
+        runs = list(csv.DictReader(open(tmp_path / f"methods_runlocal,bits={bits}_runs.csv")))
+        assert [r["run"] for r in runs] == [
+            f"method=semantic_hash,bits={bits},seed=0",
+            f"method=csq,bits={bits},seed=0",
+        ]
+        assert (tmp_path / f"methods_runlocal,bits={bits}.md").is_file()
+    assert not (tmp_path / "methods.md").exists()
+
+
 def test_failed_run_is_recorded_and_the_others_run(tmp_path):
     values = {("semantic_hash", s): 0.8 for s in range(3)}
     values |= {("csq", 0): 0.7, ("csq", 1): FloatingPointError("loss is nan"), ("csq", 2): 0.72}
