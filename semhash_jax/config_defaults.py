@@ -345,7 +345,7 @@ LOSS_OPTIONS = (
     ("reference: softmax_ce, scale 10, quantization 0.1, MLP 512", {}),
     ("alignment hinge", {"loss.alignment": "hinge"}),
     ("similarity cosine", {"loss.similarity": "cosine"}),
-    ("no quantization term (this budget's default)", {"loss.quantization_weight": 0.0}),
+    ("no quantization term", {"loss.quantization_weight": 0.0}),
     ("semantic MLP without hidden layer", {"model.semantic_hidden": ()}),
     ("semantic MLP with 2 hidden layers", {"model.semantic_hidden": (512, 512)}),
     ("softmax scale 5", {"loss.scale": 5.0}),
@@ -394,7 +394,8 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
 
       methods  every method of SWEEP_METHODS at 32, 16 and 64 bits, 3 seeds each;
       loss     SemanticHash at config.bits, 3 seeds, LOSS_REFERENCE with one option of
-               LOSS_OPTIONS changed at a time;
+               LOSS_OPTIONS changed at a time; the row whose loss settings are the
+               config's own is labelled "(the config's default)";
       text     SemanticHash at config.bits, 3 seeds, the config as given with one
                option of TEXT_OPTIONS changed at a time.
 
@@ -421,10 +422,17 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
             for method in SWEEP_METHODS
         ]
     if name == "loss":
+        current = flat_fields(config)
+        labels = []
+        for label, overrides in LOSS_OPTIONS:
+            fields = {**LOSS_REFERENCE, **overrides}
+            if all(current[key] == value for key, value in fields.items()):
+                label += " (the config's default)"
+            labels.append(label)
         return [
             {"label": label, **LOSS_REFERENCE, **overrides, "seed": seed}
             for seed in seeds
-            for label, overrides in LOSS_OPTIONS
+            for label, (_, overrides) in zip(labels, LOSS_OPTIONS)
         ]
     if name == "text":
         return [

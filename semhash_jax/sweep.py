@@ -7,9 +7,13 @@ after the colon in --config. Overrides on the command line (--config.num_train_s
 apply to every run. Finished runs are skipped, interrupted ones resume. The table of
 mAP@K, tie-aware mAP@K, precision within Hamming radius r, training time and images/s
 (mean ± std over seeds) goes to DIR/<sweep>.md and DIR/<sweep>.csv, or with a variant
-to DIR/<sweep>_<variant>.md and .csv (e.g. loss_schedule=deephash,bits=16.md).
+to DIR/<sweep>_<variant>.md and .csv (e.g. loss_schedule=deephash,bits=16.md). Beside
+them, <sweep>_runs.json lists the planned runs (written at the start) and
+<sweep>_runs.csv has one row of metrics per run.
 
-Exits with status 1 when a run failed (the others still run), 143 on preemption.
+Exit status: 2 for an invalid flag, config variant or config override; 1 for other bad
+input (unknown sweep, missing data) and when a run failed (the others still run);
+143 on preemption.
 """
 
 from absl import app, flags, logging

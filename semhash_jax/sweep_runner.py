@@ -11,7 +11,8 @@ config, and the seed. Runs with the same
 config share a folder, so grids that overlap train the overlap once. A run whose
 results.json holds the final step is skipped; an interrupted run resumes from its
 latest checkpoint. The table goes to DIR/<table>.md and DIR/<table>.csv, the
-per-run values to DIR/<table>_runs.csv, where <table> is the sweep's name followed
+per-run values to DIR/<table>_runs.csv and the list of planned runs to
+DIR/<table>_runs.json, where <table> is the sweep's name followed
 by the config variant, so that the same sweep over two bases (bits=16 and bits=64)
 keeps two tables.
 """

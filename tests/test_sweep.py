@@ -181,6 +181,12 @@ def test_study_grids():
     assert loss[0]["loss.quantization_weight"] == 0.1
     assert loss[0]["seed"] == 0
     assert loss[3]["loss.quantization_weight"] == 0.0
+    # The row that repeats the config's own loss settings is marked.
+    assert loss[0]["label"].endswith("(the config's default)")
+    assert loss[3]["label"] == "no quantization term"
+    short = fashion_mnist.sweep("loss", "schedule=deephash")
+    assert short[0]["label"] == "reference: softmax_ce, scale 10, quantization 0.1, MLP 512"
+    assert short[3]["label"] == "no quantization term (the config's default)"
     text = fashion_mnist.sweep("text", "schedule=deephash")
     assert len(text) == 6 * 3
     assert {e["method"] for e in text} == {"semantic_hash"}
