@@ -1,4 +1,4 @@
-r"""Where the CPU train step loses to PyTorch: 3x3 convolutions against matrix products.
+r"""Timing of the small CNN's 3x3 convolutions against matrix products, in XLA and PyTorch.
 
   .venv/bin/python benchmarks/conv_layers.py [--repeats=3] [--steps=20] [--output=FILE.json]
 
@@ -125,7 +125,9 @@ def time_matmuls(shapes, steps, repeats, rng) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="Calls per timed repeat.")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed repeats; the best counts.")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Timed repeats, of which the fastest counts."
+    )
     parser.add_argument("--output", help="Also write the results to this JSON file.")
     args = parser.parse_args()
     if torch is not None:

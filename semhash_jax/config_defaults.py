@@ -394,13 +394,14 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
 
       methods  every method of SWEEP_METHODS at 32, 16 and 64 bits, 3 seeds each;
       loss     SemanticHash at config.bits, 3 seeds, LOSS_REFERENCE with one option of
-               LOSS_OPTIONS changed at a time; the row whose loss settings are the
-               config's own is labelled "(the config's default)";
+               LOSS_OPTIONS changed at a time;
       text     SemanticHash at config.bits, 3 seeds, the config as given with one
                option of TEXT_OPTIONS changed at a time.
 
-    With the runlocal variant, one seed and only config.bits. Runs are ordered so
-    that the first finished ones already compare every method at one code length.
+    The loss row whose settings are the config's own is labelled "(the config's
+    default)". With the runlocal variant, one seed and only config.bits. Runs are
+    ordered so that the first finished ones already compare every method at one
+    code length.
     """
     runlocal_only = "runlocal" in variants
     seeds = (0,) if runlocal_only else (0, 1, 2)
@@ -423,16 +424,14 @@ def sweep_grid(name: str, config: ml_collections.ConfigDict, variants: dict[str,
         ]
     if name == "loss":
         current = flat_fields(config)
-        labels = []
+        rows = []
         for label, overrides in LOSS_OPTIONS:
             fields = {**LOSS_REFERENCE, **overrides}
             if all(current[key] == value for key, value in fields.items()):
                 label += " (the config's default)"
-            labels.append(label)
+            rows.append((label, fields))
         return [
-            {"label": label, **LOSS_REFERENCE, **overrides, "seed": seed}
-            for seed in seeds
-            for label, (_, overrides) in zip(labels, LOSS_OPTIONS)
+            {"label": label, **fields, "seed": seed} for seed in seeds for label, fields in rows
         ]
     if name == "text":
         return [

@@ -11,9 +11,11 @@ to DIR/<sweep>_<variant>.md and .csv (e.g. loss_schedule=deephash,bits=16.md). B
 them, <sweep>_runs.json lists the planned runs (written at the start) and
 <sweep>_runs.csv has one row of metrics per run.
 
-Exit status: 2 for an invalid flag, config variant or config override; 1 for other bad
-input (unknown sweep, missing data) and when a run failed (the others still run);
-143 on preemption.
+Exit status:
+  2    an invalid flag, config variant or config override.
+  1    other bad input (an unknown sweep, missing data), or a failed run (the
+       other runs still run).
+  143  preemption.
 """
 
 from absl import app, flags, logging

@@ -10,11 +10,12 @@ the bits, the other fields in which the run's config differs from the base
 config, and the seed. Runs with the same
 config share a folder, so grids that overlap train the overlap once. A run whose
 results.json holds the final step is skipped; an interrupted run resumes from its
-latest checkpoint. The table goes to DIR/<table>.md and DIR/<table>.csv, the
-per-run values to DIR/<table>_runs.csv and the list of planned runs to
-DIR/<table>_runs.json, where <table> is the sweep's name followed
-by the config variant, so that the same sweep over two bases (bits=16 and bits=64)
-keeps two tables.
+latest checkpoint.
+
+The table goes to DIR/<table>.md and DIR/<table>.csv, the per-run values to
+DIR/<table>_runs.csv and the list of planned runs to DIR/<table>_runs.json.
+<table> is the sweep's name followed by the config variant, so the same sweep
+over two bases (bits=16 and bits=64) keeps two tables.
 """
 
 from __future__ import annotations
@@ -109,8 +110,11 @@ def _file_name(text: str) -> str:
 
 
 def table_name(sweep_name: str, variant: str | None) -> str:
-    """Stem of a sweep's table files: the sweep name, then the config variant if any
-    ("loss" and "schedule=deephash,bits=16" give "loss_schedule=deephash,bits=16")."""
+    """Return the stem of a sweep's table files: the sweep name, then the config variant.
+
+    "loss" with variant "schedule=deephash,bits=16" gives "loss_schedule=deephash,bits=16",
+    and "loss" without a variant gives "loss".
+    """
     return _file_name(f"{sweep_name}_{variant}" if variant else sweep_name)
 
 
@@ -277,7 +281,7 @@ _HEADINGS = {"train_seconds": "training time (s)", "images_per_second": "images/
 
 
 def write_tables(workdir: pathlib.Path, table: str, records: list[dict]) -> str:
-    """Write the Markdown and CSV tables of a sweep to DIR/<table>.*; return the Markdown."""
+    """Write the Markdown and CSV tables of a sweep to DIR/<table>.*, and return the Markdown."""
     columns, rows = summarize(records)
     headings = ["run", "seeds"] + [_HEADINGS.get(c, c) for c in columns]
     lines = [
