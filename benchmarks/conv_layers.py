@@ -14,6 +14,10 @@ entry is the fastest of --repeats means over --steps calls, in milliseconds, and
 the matrix products also as GFLOP/s. Every JAX function is jitted and
 compiled before timing.
 
+XLA runs with the binaries' CPU setting (`semhash_jax.platform.configure_xla_cpu`:
+Eigen's convolutions instead of YNNPACK's). To time XLA's default, YNNPACK, run
+with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+
 PyTorch is optional (bench-only); install it as benchmarks/train_step.py describes and
 put its site-packages on PYTHONPATH.
 """
@@ -24,13 +28,18 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
+import sys
 import time
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from semhash_jax import platform as semhash_platform  # noqa: E402
 
 try:
     import torch
@@ -130,10 +139,13 @@ def main():
     )
     parser.add_argument("--output", help="Also write the results to this JSON file.")
     args = parser.parse_args()
+    # The binaries' XLA CPU setting; XLA_FLAGS of your own choose otherwise.
+    semhash_platform.configure_xla_cpu()
     if torch is not None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     rng = np.random.default_rng(0)
     print(f"Timing {len(LAYERS)} convolutions and their matrix products on {platform.machine()}.")
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
     layers = [time_layer(shape, args.steps, args.repeats, rng) for shape in LAYERS]
     # The im2col weight gradient of each layer: patches^T [9C, B*H*W] @ output grad.
     matmul_shapes = [(9 * c, b * h * w, o) for b, h, w, c, o in LAYERS] + [(2048, 2048, 2048)]
@@ -167,6 +179,7 @@ def main():
             "machine": platform.machine(),
             "cpus": len(os.sched_getaffinity(0)),
             "jax": jax.__version__,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "torch": None if torch is None else torch.__version__,
             "layers": layers,
             "matmuls": matmuls,

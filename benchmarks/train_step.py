@@ -31,6 +31,10 @@ median over repeats. On an accelerator the JAX row also reports model FLOP utili
 XLA FLOPs per step per device / step time / peak FLOP/s of one device (`PEAK_TFLOPS`
 or --peak_tflops).
 
+XLA runs with the binaries' CPU setting (`semhash_jax.platform.configure_xla_cpu`:
+Eigen's convolutions instead of YNNPACK's); the JSON output records XLA_FLAGS. To time
+XLA's default, run with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+
 PyTorch must stay out of .venv, whose tests run without it. Install the CPU build in
 its own venv and put that venv's site-packages on PYTHONPATH:
 
@@ -659,6 +663,10 @@ def parse_args():
 
 def main():
     args = parse_args()
+    # The binaries' XLA CPU setting, before JAX starts (recorded as xla_flags below).
+    from semhash_jax import platform as semhash_platform
+
+    semhash_platform.configure_xla_cpu()
     if torch is not None:
         # One thread per usable core, as XLA's CPU thread pool.
         torch.set_num_threads(len(os.sched_getaffinity(0)))

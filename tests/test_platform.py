@@ -1,5 +1,6 @@
 """When the binaries start JAX's multi-process runtime, and their flag checks."""
 
+import numpy as np
 import pytest
 
 from semhash_jax import platform
@@ -53,3 +54,115 @@ def test_single_process_by_default(clean_environment):
 def test_invalid_flags_rejected(clean_environment, arguments, message):
     with pytest.raises(ValueError, match=message):
         platform.initialize_distributed(*arguments)
+
+
+YNN = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+@pytest.mark.parametrize(
+    "flags, version, expected",
+    [
+        ("", "0.10.2", platform.XLA_CPU_CONVOLUTION_FLAG),
+        (
+            "--xla_force_host_platform_device_count=8",
+            "0.10.0",
+            "--xla_force_host_platform_device_count=8 " + platform.XLA_CPU_CONVOLUTION_FLAG,
+        ),
+        # The user's own choice of YNNPACK fusions, even none at all, is kept.
+        (f"{YNN}=+individual_convolution", "0.10.2", f"{YNN}=+individual_convolution"),
+        (f"{YNN}=", "0.10.2", f"{YNN}="),
+        # Versions it was not measured on keep XLA's default.
+        ("", "0.9.1", ""),
+        ("", "0.11.0", ""),
+        ("", "0.100.0", ""),
+        ("", None, ""),
+    ],
+)
+def test_xla_flags_for_cpu(flags, version, expected):
+    assert platform.xla_flags_for_cpu(flags, version) == expected
+
+
+def test_configure_xla_cpu_leaves_accelerator_hosts_alone(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu")
+    assert platform.configure_xla_cpu() is False
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setattr(platform, "_installed_accelerator_package", lambda: "jax-cuda12-plugin")
+    assert platform.configure_xla_cpu() is False
+    assert platform.XLA_CPU_CONVOLUTION_FLAG not in platform.os.environ["XLA_FLAGS"]
+
+
+def test_configure_xla_cpu_too_late_is_a_warning(monkeypatch):
+    import jax.numpy as jnp
+
+    jnp.zeros(1).block_until_ready()  # JAX's backends are up from here on.
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert platform.configure_xla_cpu() is False
+    assert platform.os.environ["XLA_FLAGS"] == ""
+
+
+# A fresh process: configure_xla_cpu, then one 3x3 convolution, compiled and run.
+# XLA gives YNNPACK only convolutions about this size or larger.
+_CONVOLUTION_SCRIPT = """
+import json, sys
+import numpy as np
+from semhash_jax import platform
+added = platform.configure_xla_cpu()
+import jax
+from jax import lax
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
+kernel = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+conv = jax.jit(lambda x, k: lax.conv_general_dilated(
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+hlo = conv.lower(x, kernel).compile().as_text()
+print(json.dumps({"added": added, "ynn": "__ynn_fusion" in hlo,
+                  "out": np.asarray(conv(x, kernel)).tolist()}))
+"""
+
+
+def _reference_convolution(x, kernel):
+    """A 3x3 'SAME' convolution (cross-correlation) of NHWC by HWIO, in float64 loops."""
+    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    _, height, width, _ = x.shape
+    out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
+    for i in range(height):
+        for j in range(width):
+            window = padded[:, i : i + 3, j : j + 3, :]
+            out[:, i, j, :] = np.tensordot(window, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+@pytest.mark.parametrize(
+    "user_flags, expect_ynn",
+    [("", False), (f"{YNN}=+individual_convolution", True)],
+)
+def test_configure_xla_cpu_in_a_fresh_process(user_flags, expect_ynn):
+    """The flag takes effect on the installed jaxlib, and the user's setting wins."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not (platform.importlib.metadata.version("jaxlib").startswith("0.10.")):
+        pytest.skip("The CPU setting applies to jaxlib 0.10 only.")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env["XLA_FLAGS"] = user_flags
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVOLUTION_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["added"] is (not expect_ynn)
+    assert result["ynn"] is expect_ynn
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        result["out"], _reference_convolution(x, kernel), rtol=1e-5, atol=1e-4
+    )
