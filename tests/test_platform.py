@@ -105,7 +105,7 @@ def test_configure_xla_cpu_too_late_is_a_warning(monkeypatch):
 # A fresh process: configure_xla_cpu, then one 3x3 convolution, compiled and run.
 # XLA gives YNNPACK only convolutions about this size or larger.
 _CONVOLUTION_SCRIPT = """
-import json, sys
+import json
 import numpy as np
 from semhash_jax import platform
 added = platform.configure_xla_cpu()
@@ -114,24 +114,36 @@ from jax import lax
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
 kernel = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
-conv = jax.jit(lambda x, k: lax.conv_general_dilated(
-    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-hlo = conv.lower(x, kernel).compile().as_text()
-print(json.dumps({"added": added, "ynn": "__ynn_fusion" in hlo,
-                  "out": np.asarray(conv(x, kernel)).tolist()}))
+cotangent = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
+def conv(x, k):
+    return lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def forward_and_gradients(x, k, cotangent):
+    out, pullback = jax.vjp(conv, x, k)
+    return (out,) + pullback(cotangent)
+hlo = jax.jit(conv).lower(x, kernel).compile().as_text()
+out, dx, dk = jax.jit(forward_and_gradients)(x, kernel, cotangent)
+print(json.dumps({"added": added, "ynn": "__ynn_fusion" in hlo, "out": out.tolist(),
+                  "dx": dx.tolist(), "dk": dk.tolist()}))
 """
 
 
-def _reference_convolution(x, kernel):
-    """A 3x3 'SAME' convolution (cross-correlation) of NHWC by HWIO, in float64 loops."""
-    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+def _reference_convolution(x, kernel, cotangent):
+    """A 3x3 'SAME' convolution (cross-correlation) of NHWC by HWIO and its two
+    gradients for `cotangent`, in float64, one kernel tap at a time."""
+    x, kernel, cotangent = (a.astype(np.float64) for a in (x, kernel, cotangent))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     _, height, width, _ = x.shape
     out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
-    for i in range(height):
-        for j in range(width):
-            window = padded[:, i : i + 3, j : j + 3, :]
-            out[:, i, j, :] = np.tensordot(window, kernel, axes=([1, 2, 3], [0, 1, 2]))
-    return out
+    padded_dx = np.zeros_like(padded)
+    dk = np.zeros_like(kernel)
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i : i + height, j : j + width, :]
+            out += window @ kernel[i, j]
+            dk[i, j] = np.einsum("bhwc,bhwf->cf", window, cotangent)
+            padded_dx[:, i : i + height, j : j + width, :] += cotangent @ kernel[i, j].T
+    return out, padded_dx[:, 1:-1, 1:-1, :], dk
 
 
 @pytest.mark.parametrize(
@@ -139,7 +151,8 @@ def _reference_convolution(x, kernel):
     [("", False), (f"{YNN}=+individual_convolution", True)],
 )
 def test_configure_xla_cpu_in_a_fresh_process(user_flags, expect_ynn):
-    """The flag takes effect on the installed jaxlib, and the user's setting wins."""
+    """The flag takes effect on the installed jaxlib, the user's setting wins, and
+    either way the convolution and its gradients match a float64 reference."""
     import json
     import os
     import subprocess
@@ -163,6 +176,9 @@ def test_configure_xla_cpu_in_a_fresh_process(user_flags, expect_ynn):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_allclose(
-        result["out"], _reference_convolution(x, kernel), rtol=1e-5, atol=1e-4
-    )
+    cotangent = rng.standard_normal((4, 16, 16, 32)).astype(np.float32)
+    for name, expected in zip(("out", "dx", "dk"), _reference_convolution(x, kernel, cotangent)):
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(
+            np.asarray(result[name]) / scale, expected / scale, atol=1e-5, err_msg=name
+        )
