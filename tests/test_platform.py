@@ -102,7 +102,7 @@ def test_configure_xla_cpu_too_late_is_a_warning(monkeypatch):
     assert platform.os.environ["XLA_FLAGS"] == ""
 
 
-# A fresh process: configure_xla_cpu, then one 3x3 convolution, compiled and run.
+# A fresh process: configure_xla_cpu, then one 3x3 convolution and its gradients.
 # XLA gives YNNPACK only convolutions about this size or larger.
 _CONVOLUTION_SCRIPT = """
 import json
