@@ -102,10 +102,15 @@ def configure_xla_cpu() -> bool:
     """
     platforms = os.environ.get("JAX_PLATFORMS", "")
     if platforms and "cpu" not in platforms.split(","):
+        logging.info("XLA_FLAGS left as they are: JAX_PLATFORMS=%s excludes the CPU.", platforms)
         return False
     accelerator = _installed_accelerator_package()
     if accelerator is not None:
         logging.info("XLA_FLAGS left as they are: %s provides an accelerator backend.", accelerator)
+        return False
+    before = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in before:
+        logging.info("XLA_FLAGS choose YNNPACK's fusion types and are kept: %s", before)
         return False
     if "jax" in sys.modules:
         from jax._src import xla_bridge
@@ -122,9 +127,13 @@ def configure_xla_cpu() -> bool:
         jaxlib_version = importlib.metadata.version("jaxlib")
     except importlib.metadata.PackageNotFoundError:
         jaxlib_version = None
-    before = os.environ.get("XLA_FLAGS", "")
     after = xla_flags_for_cpu(before, jaxlib_version)
     if after == before:
+        logging.info(
+            "XLA_FLAGS left as they are: the CPU convolution setting was measured on "
+            "jaxlib 0.10 only, and jaxlib is %s.",
+            jaxlib_version,
+        )
         return False
     os.environ["XLA_FLAGS"] = after
     logging.info("XLA_FLAGS=%s (Eigen's multi-threaded CPU convolutions).", after)

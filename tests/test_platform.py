@@ -92,6 +92,16 @@ def test_configure_xla_cpu_leaves_accelerator_hosts_alone(monkeypatch):
     assert platform.XLA_CPU_CONVOLUTION_FLAG not in platform.os.environ["XLA_FLAGS"]
 
 
+def test_configure_xla_cpu_keeps_and_logs_the_users_setting(monkeypatch, caplog):
+    monkeypatch.setenv("XLA_FLAGS", f"{YNN}=+individual_convolution")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(platform, "_installed_accelerator_package", lambda: None)
+    with caplog.at_level("INFO"):
+        assert platform.configure_xla_cpu() is False
+    assert platform.os.environ["XLA_FLAGS"] == f"{YNN}=+individual_convolution"
+    assert "choose YNNPACK's fusion types and are kept" in caplog.text
+
+
 def test_configure_xla_cpu_too_late_is_a_warning(monkeypatch):
     import jax.numpy as jnp
 
