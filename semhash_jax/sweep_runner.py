@@ -345,6 +345,7 @@ def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, table=None
     )
     logging.info("Sweep %r: %d runs in %s.", sweep_name, len(runs), workdir / RUNS_DIR)
     records = []
+    markdown = None
     for index, run in enumerate(runs, 1):
         run_dir = workdir / RUNS_DIR / run.name
         results = finished_results(run_dir, run.config)
@@ -363,8 +364,10 @@ def run_sweep(base, entries: list[dict], workdir, sweep_name: str, *, table=None
                 error = f"{type(e).__name__}: {e}"
                 logging.error("Run %s failed: %s\n%s", run.name, error, traceback.format_exc())
         records.append(run_record(run, run_dir, results, error))
-        write_tables(workdir, table, records)
-    markdown = write_tables(workdir, table, records)
+        # Rewritten after every run, so a stopped sweep leaves the table of its finished runs.
+        markdown = write_tables(workdir, table, records)
+    if markdown is None:
+        markdown = write_tables(workdir, table, records)
     logging.info("Sweep %r finished; table in %s.", sweep_name, workdir / f"{table}.md")
     return records, markdown
 
