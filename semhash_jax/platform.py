@@ -59,31 +59,33 @@ def quiet_library_logs():
 
 
 # XLA's CPU backend in jaxlib 0.10 runs convolutions through YNNPACK, on one
-# thread. This flag gives them to Eigen, which uses all cores: the train step
-# ran 1.15 to 1.5x faster on 2 cores (docs/benchmarks.md). It was measured on
-# jaxlib 0.10 only; other versions keep XLA's default.
-XLA_CPU_CONVOLUTION_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# thread. This flag gives them to Eigen, which uses all cores, and the train step
+# ran 1.15 to 1.5x faster on 2 cores (docs/benchmarks.md).
+_YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+XLA_CPU_CONVOLUTION_FLAG = f"--{_YNN_FUSION_TYPE}=-individual_convolution"
+# The flag was measured on this jaxlib series only, so other versions keep XLA's default.
 _XLA_CPU_MEASURED_JAXLIB = "0.10."
-# Distributions that add a GPU or TPU backend; with one installed, XLA_FLAGS is left alone.
+# Distributions that add a GPU or TPU backend. With one installed, XLA_FLAGS is left alone.
 _ACCELERATOR_PACKAGES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
 
 
 def xla_flags_for_cpu(xla_flags: str, jaxlib_version: str | None) -> str:
     """Return `xla_flags` with `XLA_CPU_CONVOLUTION_FLAG` added where it applies.
 
-    It is added for jaxlib 0.10.x, and only when `xla_flags` sets no YNNPACK
-    fusion types of its own: the user's setting wins, so
+    The flag is added for jaxlib 0.10.x, and only when `xla_flags` sets no
+    YNNPACK fusion types of its own. The user's setting wins, so
     `--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` keeps
     XLA's default.
     """
     if jaxlib_version is None or not jaxlib_version.startswith(_XLA_CPU_MEASURED_JAXLIB):
         return xla_flags
-    if "xla_cpu_experimental_ynn_fusion_type" in xla_flags:
+    if _YNN_FUSION_TYPE in xla_flags:
         return xla_flags
     return f"{xla_flags} {XLA_CPU_CONVOLUTION_FLAG}".strip()
 
 
 def _installed_accelerator_package() -> str | None:
+    """Return the name of an installed GPU or TPU backend distribution, or None."""
     for distribution in importlib.metadata.distributions():
         name = (distribution.metadata["Name"] or "").lower()
         if name.startswith(_ACCELERATOR_PACKAGES):
@@ -92,25 +94,26 @@ def _installed_accelerator_package() -> str | None:
 
 
 def configure_xla_cpu() -> bool:
-    """Set the CPU backend's convolutions to Eigen's multi-threaded ones in XLA_FLAGS.
+    """Add `XLA_CPU_CONVOLUTION_FLAG` to XLA_FLAGS, so that XLA runs CPU convolutions in Eigen.
 
-    Runs before JAX starts its backends: XLA reads XLA_FLAGS once, when the
-    first computation creates them. Leaves XLA_FLAGS as it is where an
-    accelerator backend is installed, where JAX_PLATFORMS excludes the CPU,
-    for other jaxlib versions, and where XLA_FLAGS chooses YNNPACK fusion
-    types itself. Returns True when the flag was added.
+    Call it before the first JAX computation, because XLA reads XLA_FLAGS once,
+    when JAX starts its backends. XLA_FLAGS stay as they are when JAX_PLATFORMS
+    excludes the CPU, when XLA_FLAGS set YNNPACK fusion types themselves, when an
+    accelerator backend is installed, and for jaxlib other than 0.10.x. Returns
+    True when the flag was added.
     """
     platforms = os.environ.get("JAX_PLATFORMS", "")
     if platforms and "cpu" not in platforms.split(","):
         logging.info("XLA_FLAGS left as they are: JAX_PLATFORMS=%s excludes the CPU.", platforms)
         return False
+    before = os.environ.get("XLA_FLAGS", "")
+    if _YNN_FUSION_TYPE in before:
+        logging.info("XLA_FLAGS set YNNPACK's fusion types and are kept: %s", before)
+        return False
+    # Reads the metadata of every installed distribution, so it comes after the cheap checks.
     accelerator = _installed_accelerator_package()
     if accelerator is not None:
         logging.info("XLA_FLAGS left as they are: %s provides an accelerator backend.", accelerator)
-        return False
-    before = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in before:
-        logging.info("XLA_FLAGS choose YNNPACK's fusion types and are kept: %s", before)
         return False
     if "jax" in sys.modules:
         from jax._src import xla_bridge

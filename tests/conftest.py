@@ -1,4 +1,5 @@
-"""Test session setup: 8 virtual CPU devices, the binaries' XLA CPU setting, offline, parsed absl flags.
+"""Test session setup: 8 virtual CPU devices, the binaries' XLA CPU setting, offline
+use and parsed absl flags.
 
 XLA_FLAGS must be set before JAX is imported anywhere, which is why this
 happens at import time of the conftest.
@@ -15,6 +16,7 @@ from semhash_jax import platform as semhash_platform  # noqa: E402
 
 # The binaries' CPU convolution setting, so that the tests run what users run.
 semhash_platform.configure_xla_cpu()
+
 # A compilation cache shared by the tests and the binaries they start: the
 # same train step compiles once per session instead of once per test.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax_cache_"))

@@ -1,4 +1,10 @@
-"""When the binaries start JAX's multi-process runtime, and their flag checks."""
+"""When the binaries start JAX's multi-process runtime, their flag checks, and their XLA CPU setting."""
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,39 +88,41 @@ def test_xla_flags_for_cpu(flags, version, expected):
     assert platform.xla_flags_for_cpu(flags, version) == expected
 
 
-def test_configure_xla_cpu_leaves_accelerator_hosts_alone(monkeypatch):
+def test_accelerator_hosts_left_alone(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("JAX_PLATFORMS", "tpu")
     assert platform.configure_xla_cpu() is False
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setattr(platform, "_installed_accelerator_package", lambda: "jax-cuda12-plugin")
     assert platform.configure_xla_cpu() is False
-    assert platform.XLA_CPU_CONVOLUTION_FLAG not in platform.os.environ["XLA_FLAGS"]
+    assert platform.XLA_CPU_CONVOLUTION_FLAG not in os.environ["XLA_FLAGS"]
 
 
-def test_configure_xla_cpu_keeps_and_logs_the_users_setting(monkeypatch, caplog):
+def test_user_ynn_setting_kept(monkeypatch, caplog):
     monkeypatch.setenv("XLA_FLAGS", f"{YNN}=+individual_convolution")
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     monkeypatch.setattr(platform, "_installed_accelerator_package", lambda: None)
     with caplog.at_level("INFO"):
         assert platform.configure_xla_cpu() is False
-    assert platform.os.environ["XLA_FLAGS"] == f"{YNN}=+individual_convolution"
-    assert "choose YNNPACK's fusion types and are kept" in caplog.text
+    assert os.environ["XLA_FLAGS"] == f"{YNN}=+individual_convolution"
+    assert "set YNNPACK's fusion types and are kept" in caplog.text
 
 
-def test_configure_xla_cpu_too_late_is_a_warning(monkeypatch):
+def test_late_call_leaves_flags(monkeypatch):
     import jax.numpy as jnp
 
     jnp.zeros(1).block_until_ready()  # JAX's backends are up from here on.
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     assert platform.configure_xla_cpu() is False
-    assert platform.os.environ["XLA_FLAGS"] == ""
+    assert os.environ["XLA_FLAGS"] == ""
 
 
-# A fresh process: configure_xla_cpu, then one 3x3 convolution and its gradients.
-# XLA gives YNNPACK only convolutions about this size or larger.
+# Runs in a fresh process: configure_xla_cpu, then one 3x3 convolution and its gradients.
+# The shape is large enough that XLA's default gives the convolution to YNNPACK
+# (smaller ones stayed out of YNNPACK in jaxlib 0.10.2).
 _CONVOLUTION_SCRIPT = """
+import importlib.metadata
 import json
 import numpy as np
 from semhash_jax import platform
@@ -139,8 +147,8 @@ print(json.dumps({"added": added, "ynn": "__ynn_fusion" in hlo, "out": out.tolis
 
 
 def _reference_convolution(x, kernel, cotangent):
-    """A 3x3 'SAME' convolution (cross-correlation) of NHWC by HWIO and its two
-    gradients for `cotangent`, in float64, one kernel tap at a time."""
+    """Compute a 3x3 'SAME' convolution (cross-correlation) of NHWC by HWIO and its two
+    gradients for `cotangent` in float64, one kernel tap at a time."""
     x, kernel, cotangent = (a.astype(np.float64) for a in (x, kernel, cotangent))
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     _, height, width, _ = x.shape
@@ -160,15 +168,12 @@ def _reference_convolution(x, kernel, cotangent):
     "user_flags, expect_ynn",
     [("", False), (f"{YNN}=+individual_convolution", True)],
 )
-def test_configure_xla_cpu_in_a_fresh_process(user_flags, expect_ynn):
-    """The flag takes effect on the installed jaxlib, the user's setting wins, and
-    either way the convolution and its gradients match a float64 reference."""
-    import json
-    import os
-    import subprocess
-    import sys
+def test_convolution_flag_in_fresh_process(user_flags, expect_ynn):
+    """Check that the flag works on the installed jaxlib and the user's setting wins.
 
-    if not (platform.importlib.metadata.version("jaxlib").startswith("0.10.")):
+    Either way, the convolution and its gradients must match a float64 reference.
+    """
+    if not importlib.metadata.version("jaxlib").startswith("0.10."):
         pytest.skip("The CPU setting applies to jaxlib 0.10 only.")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     env["XLA_FLAGS"] = user_flags
