@@ -139,7 +139,7 @@ def main():
     )
     parser.add_argument("--output", help="Also write the results to this JSON file.")
     args = parser.parse_args()
-    # The binaries' XLA CPU setting; XLA_FLAGS of your own choose otherwise.
+    # The binaries' XLA CPU setting, unless your own XLA_FLAGS set YNNPACK fusion types.
     semhash_platform.configure_xla_cpu()
     if torch is not None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
