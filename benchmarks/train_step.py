@@ -1,7 +1,8 @@
 r"""Throughput of the jitted training step, beside the same model in PyTorch.
 
   .venv/bin/python benchmarks/train_step.py [--configs=small_cnn,resnet18,resnet50] \
-      [--steps=N] [--repeats=R] [--output=train_step.json] [--no_torch] [--no_torch_compile]
+      [--steps=N] [--repeats=R] [--output=train_step.json] [--no_torch] [--no_torch_compile] \
+      [--backbone_parts]
 
 Benchmark configs, each built from its file in configs/ with the batch size changed:
   small_cnn  configs/fashion_mnist.py: small CNN, 28x28x1, batch 128, 10 classes.
@@ -30,6 +31,12 @@ compiled), so that load from other processes spreads over all sides. Images/s is
 median over repeats. On an accelerator the JAX row also reports model FLOP utilisation:
 XLA FLOPs per step per device / step time / peak FLOP/s of one device (`PEAK_TFLOPS`
 or --peak_tflops).
+
+With --backbone_parts, the backbone alone is timed as well, on both sides: its
+forward pass in training mode, and forward plus backward (the gradient of the
+features' inner product with a fixed random matrix, with respect to the backbone's
+parameters). The backward pass is the difference of the two. This shows which part
+of the network the step's time goes to, without the loss, optimizer and augmentation.
 
 XLA runs with the binaries' CPU setting (`semhash_jax.platform.configure_xla_cpu`:
 Eigen's convolutions instead of YNNPACK's); the JSON output records XLA_FLAGS. To time
@@ -195,6 +202,59 @@ def _leaf_sizes(tree) -> int:
     import jax
 
     return int(sum(np.size(leaf) for leaf in jax.tree.leaves(tree)))
+
+
+class JaxBackbone:
+    """The config's backbone alone, jitted: forward, and forward plus backward.
+
+    Forward runs in training mode (batch statistics from the batch). Forward plus
+    backward is the gradient, with respect to the parameters, of the inner product
+    of the features with a fixed random matrix, so that both sides differentiate the
+    same scalar. Separates the backbone's backward pass from the rest of the step.
+    """
+
+    def __init__(self, config, host_batch: dict):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from semhash_jax.models import backbones
+
+        self._jax = jax
+        model_config = config.model
+        backbone = backbones.create_backbone(
+            model_config.backbone,
+            config.num_channels,
+            rngs=nnx.Rngs(config.seed),
+            stem=model_config.stem,
+            dtype=model_config.get("dtype", "float32"),
+        )
+        graphdef, state = nnx.split(backbone)
+        # The fixed matrix that the features are multiplied with; PyTorch takes the same.
+        self.feature_weights = np.random.default_rng(2).standard_normal(
+            (config.batch_size, backbone.feature_dim), dtype=np.float32
+        )
+
+        def objective(state, images, weights):
+            model = nnx.merge(graphdef, state)
+            features = model(images).astype(jnp.float32)
+            return jnp.vdot(features, weights)
+
+        self.images = jnp.asarray(host_batch["image"])
+        self.weights = jnp.asarray(self.feature_weights)
+        self.state = state
+        self.forward = jax.jit(objective)
+        self.forward_backward = jax.jit(jax.grad(objective))
+        for function in (self.forward, self.forward_backward):
+            jax.block_until_ready(function(self.state, self.images, self.weights))
+
+    def run(self, part: str, steps: int) -> float:
+        function = self.forward if part == "forward" else self.forward_backward
+        start = time.perf_counter()
+        for _ in range(steps):
+            result = function(self.state, self.images, self.weights)
+        self._jax.block_until_ready(result)
+        return time.perf_counter() - start
 
 
 # --- PyTorch side: the architectures of semhash_jax/models, in NCHW ---------------------
@@ -461,6 +521,29 @@ class TorchStep:
         return time.perf_counter() - start
 
 
+class TorchBackbone:
+    """`JaxBackbone` in eager PyTorch: the same backbone, scalar and parameters."""
+
+    def __init__(self, config, host_batch: dict, feature_weights: np.ndarray):
+        torch.manual_seed(config.seed)
+        self.backbone = create_torch_model(config).backbone.train()
+        self.images = torch.from_numpy(host_batch["image"]).permute(0, 3, 1, 2).contiguous()
+        self.weights = torch.from_numpy(feature_weights)
+        for part in ("forward", "forward_backward"):
+            self.run(part, 1)
+
+    def run(self, part: str, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            if part == "forward":
+                with torch.no_grad():
+                    (self.backbone(self.images) * self.weights).sum()
+            else:
+                self.backbone.zero_grad(set_to_none=True)
+                (self.backbone(self.images) * self.weights).sum().backward()
+        return time.perf_counter() - start
+
+
 # --- Measurement and report -------------------------------------------------------------
 
 
@@ -543,6 +626,9 @@ def benchmark_config(name: str, args) -> dict:
         if side in sides:
             result[f"jax_over_{side}"] = jax_rate / result[f"{side}_images_per_second"]
 
+    if args.backbone_parts:
+        result["backbone_parts"] = time_backbone_parts(name, config, host_batch, steps, args)
+
     step_seconds = statistics.median(seconds["jax"]) / steps
     flops = jax_step.flops_per_device
     if flops:
@@ -559,6 +645,28 @@ def benchmark_config(name: str, args) -> dict:
             result["peak_fp32_tflops_per_device"] = fp32_peak
             result["mfu_vs_fp32_peak"] = result["jax_achieved_tflops_per_device"] / fp32_peak
     return result
+
+
+def time_backbone_parts(name: str, config, host_batch: dict, steps: int, args) -> dict:
+    """Median milliseconds per call of the backbone's forward and forward plus backward."""
+    print(f"[{name}] timing the backbone alone", flush=True)
+    sides = {"jax": JaxBackbone(config, host_batch)}
+    if torch is not None and not args.no_torch:
+        sides["torch"] = TorchBackbone(config, host_batch, sides["jax"].feature_weights)
+    milliseconds = {}
+    for part in ("forward", "forward_backward"):
+        times = {side: [] for side in sides}
+        for _ in range(args.repeats):
+            for side, timer in sides.items():
+                time.sleep(SETTLE_SECONDS)
+                times[side].append(timer.run(part, steps))
+        for side, values in times.items():
+            milliseconds[f"{side}_{part}_ms"] = statistics.median(values) / steps * 1e3
+    for side in sides:
+        milliseconds[f"{side}_backward_ms"] = (
+            milliseconds[f"{side}_forward_backward_ms"] - milliseconds[f"{side}_forward_ms"]
+        )
+    return milliseconds
 
 
 def machine_info() -> dict:
@@ -622,6 +730,35 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def format_backbone_table(results: dict) -> str:
+    """The backbone alone: milliseconds per call, and the backward pass by difference."""
+    lines = [
+        "| config | batch | JAX forward ms | PyTorch forward ms | JAX backward ms | "
+        "PyTorch backward ms | JAX speed / PyTorch, forward | JAX speed / PyTorch, backward |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in results.items():
+        parts = result.get("backbone_parts")
+        if not parts:
+            continue
+
+        def cell(key):
+            return f"{parts[key]:,.1f}" if key in parts else ""
+
+        def ratio(part):
+            # Speed ratio as in the step table: PyTorch's time over JAX's.
+            if f"torch_{part}_ms" not in parts:
+                return ""
+            return f"{parts[f'torch_{part}_ms'] / parts[f'jax_{part}_ms']:.2f}"
+
+        lines.append(
+            f"| {name} | {result['batch_size']} | {cell('jax_forward_ms')} | "
+            f"{cell('torch_forward_ms')} | {cell('jax_backward_ms')} | "
+            f"{cell('torch_backward_ms')} | {ratio('forward')} | {ratio('backward')} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -642,6 +779,11 @@ def parse_args():
     parser.add_argument("--no_torch", action="store_true", help="Time the JAX step only.")
     parser.add_argument(
         "--no_torch_compile", action="store_true", help="Skip the torch.compile row."
+    )
+    parser.add_argument(
+        "--backbone_parts",
+        action="store_true",
+        help="Also time the backbone alone, forward and forward plus backward, on each side.",
     )
     parser.add_argument(
         "--peak_tflops",
@@ -680,6 +822,8 @@ def main():
     info["load_average_end"] = os.getloadavg()
 
     print(format_table(results))
+    if args.backbone_parts:
+        print(format_backbone_table(results))
     for name, result in results.items():
         print(
             f"{name}: load average {result['load_average_before']} before, "

@@ -11,13 +11,18 @@ from matplotlib import pyplot as plt  # The backend must be set before this impo
 
 
 def write_curve_plots(results: dict, out_dir) -> list[pathlib.Path]:
-    """Write the curves of a `retrieval_metrics` result as PNG files; return their paths."""
+    """Write the curves of a `retrieval_metrics` result as PNG files; return their paths.
+
+    `results` is what evaluate_codes writes, or a training run's eval/results.json.
+    """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = results["curves"]
-    title = (
-        f"{results['bits']} bits, {results['num_queries']} queries, {results['num_database']} items"
-    )
+    # evaluate_codes results count the sets at the top; a training run's, in "protocol".
+    protocol = results.get("protocol", {})
+    num_queries = results.get("num_queries", protocol.get("num_query"))
+    num_database = results.get("num_database", protocol.get("num_database"))
+    title = f"{results['bits']} bits, {num_queries} queries, {num_database} items"
     paths = []
 
     at_n = curves["precision@N"]
