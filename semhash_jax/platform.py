@@ -29,7 +29,9 @@ PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process, 0.
 
 # Library modules whose INFO lines (dozens per checkpoint) are hidden from the
 # binaries' logs; their warnings and errors still show.
-_QUIET_MODULES = ("/orbax/",)
+# Python modules whose INFO lines are hidden: Orbax's checkpointing internals, and
+# JAX's backend probing ("Unable to initialize backend 'tpu'" on every CPU machine).
+_QUIET_MODULES = ("/orbax/", "/jax/_src/xla_bridge.py")
 
 
 class _QuietLibraries(python_logging.Filter):
@@ -49,12 +51,17 @@ def hide_accelerators_from_tensorflow():
 
 
 def quiet_library_logs():
-    """Hide INFO logs of checkpointing internals and transformers' notices.
+    """Hide INFO logs of checkpointing internals, backend probing and native libraries.
 
     transformers warns on import that PyTorch is missing, which is expected
-    here: only its tokenizer and config readers are used.
+    here: only its tokenizer and config readers are used. TF_CPP_MIN_LOG_LEVEL=1
+    hides the C++ INFO lines of TensorFlow's own logging, such as the CPU feature
+    notice, when this runs before TensorFlow loads. Warnings and errors still show.
+    TensorFlow's oneDNN notice goes through absl's C++ logging, which ignores that
+    variable. A value the user set in either variable is kept.
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     logging.get_absl_handler().addFilter(_QuietLibraries())
 
 

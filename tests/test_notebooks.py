@@ -78,6 +78,23 @@ def test_colab_cell_matches_setup_script():
     assert 'if "google.colab" in sys.modules:' in source
 
 
+def test_notebook_outside_repository_fails(tmp_path):
+    (settings,) = [
+        cell for cell in read_notebook(QUICKSTART)["cells"] if "parameters" in tags(cell)
+    ]
+    # A copy of the notebook kept outside a clone: no configs/ here or in the parent.
+    completed = subprocess.run(
+        [sys.executable, "-c", cell_source(settings)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert f"No semhash_jax repository in {tmp_path} or its parent" in completed.stderr
+    assert "Set ROOT to the folder of your clone" in completed.stderr
+
+
 def test_start_rejects_unknown_log_level():
     from semhash_jax import notebook
 
@@ -133,7 +150,9 @@ def test_quickstart_runs(zero_shot_data_dir, tmp_path):
 
     assert "Query: ankle boot" in out
     # The first Fashion-MNIST test image is an ankle boot (class 9).
-    assert "Query: test image 0 (Ankle boot)" in out
+    # The slice has 400 training images, so test image 0 is id 400. The database of
+    # train_test_split is the training split.
+    assert "Query: test image 0 (Ankle boot), id 400, not in the database" in out
     assert f"Query: {workdir / 'query_image.png'}" in out
     # Each of the two searches prints a line for rank 5 (TOP_K).
     assert len(re.findall(r"(?m)^5 {4}", out)) == 2

@@ -1,6 +1,7 @@
 """When the binaries start JAX's multi-process runtime, their flag checks, and their XLA CPU setting."""
 
 import importlib.metadata
+import logging
 import json
 import os
 import subprocess
@@ -123,6 +124,7 @@ def test_late_call_leaves_flags(monkeypatch):
 # (smaller ones stayed out of YNNPACK in jaxlib 0.10.2).
 _CONVOLUTION_SCRIPT = """
 import importlib.metadata
+import logging
 import json
 import numpy as np
 from semhash_jax import platform
@@ -197,3 +199,36 @@ def test_convolution_flag_in_fresh_process(user_flags, expect_ynn):
         np.testing.assert_allclose(
             np.asarray(result[name]) / scale, expected / scale, atol=1e-5, err_msg=name
         )
+
+
+@pytest.mark.parametrize(
+    "pathname, level, shown",
+    [
+        ("/venv/lib/python3.11/site-packages/orbax/checkpoint/manager.py", "INFO", False),
+        ("/venv/lib/python3.11/site-packages/jax/_src/xla_bridge.py", "INFO", False),
+        ("/venv/lib/python3.11/site-packages/jax/_src/xla_bridge.py", "WARNING", True),
+        ("/venv/lib/python3.11/site-packages/orbax/checkpoint/manager.py", "ERROR", True),
+        ("/work/semhash_jax/train.py", "INFO", True),
+    ],
+)
+def test_quiet_filter_table(pathname, level, shown):
+    record = logging.LogRecord("absl", getattr(logging, level), pathname, 1, "message", None, None)
+    assert platform._QuietLibraries().filter(record) is shown
+
+
+def test_quiet_logs_tensorflow_level(monkeypatch):
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler()
+    filters_before = list(handler.filters)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    try:
+        platform.quiet_library_logs()
+        # TensorFlow's C++ INFO lines are hidden, its warnings kept.
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+        platform.quiet_library_logs()
+        # A level the user set is kept.
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    finally:
+        handler.filters[:] = filters_before

@@ -80,18 +80,19 @@ def write_search_grid(
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = 1 + -(-len(images) // columns)
+    # An image query gets a row of its own; a text query is the figure's title.
+    query_rows = 0 if query_image is None else 1
+    rows = query_rows + max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
-    query_axis = axes[0, 0]
     if query_image is None:
-        query_axis.text(0.5, 0.5, query_title, ha="center", va="center", wrap=True, fontsize=11)
+        figure.suptitle(query_title, fontsize=11)
     else:
-        _show(query_axis, query_image)
-        query_axis.set_title(query_title, fontsize=9)
+        _show(axes[0, 0], query_image)
+        axes[0, 0].set_title(query_title, fontsize=9)
     for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
-        axis = axes[1 + index // columns, index % columns]
+        axis = axes[query_rows + index // columns, index % columns]
         _show(axis, image)
         axis.set_title(caption, fontsize=8)
     return _save(figure, path)
