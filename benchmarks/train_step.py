@@ -230,7 +230,7 @@ class JaxBackbone:
             dtype=model_config.get("dtype", "float32"),
         )
         graphdef, state = nnx.split(backbone)
-        # The fixed matrix that the features are multiplied with; PyTorch takes the same.
+        # The fixed matrix that the features are multiplied with. PyTorch takes the same one.
         self.feature_weights = np.random.default_rng(2).standard_normal(
             (config.batch_size, backbone.feature_dim), dtype=np.float32
         )
@@ -648,7 +648,7 @@ def benchmark_config(name: str, args) -> dict:
 
 
 def time_backbone_parts(name: str, config, host_batch: dict, steps: int, args) -> dict:
-    """Median milliseconds per call of the backbone's forward and forward plus backward."""
+    """Time the backbone's forward, and forward plus backward, on each side (median ms per call)."""
     print(f"[{name}] timing the backbone alone", flush=True)
     sides = {"jax": JaxBackbone(config, host_batch)}
     if torch is not None and not args.no_torch:
@@ -666,6 +666,12 @@ def time_backbone_parts(name: str, config, host_batch: dict, steps: int, args) -
         milliseconds[f"{side}_backward_ms"] = (
             milliseconds[f"{side}_forward_backward_ms"] - milliseconds[f"{side}_forward_ms"]
         )
+    if "torch" in sides:
+        # Speed ratios as in the step table (above 1: JAX is faster), so time over time.
+        for part in ("forward", "backward"):
+            milliseconds[f"jax_speed_over_torch_{part}"] = (
+                milliseconds[f"torch_{part}_ms"] / milliseconds[f"jax_{part}_ms"]
+            )
     return milliseconds
 
 
@@ -707,6 +713,12 @@ def machine_info() -> dict:
     return info
 
 
+def _cell(values: dict, key: str, digits: int = 1) -> str:
+    """Return values[key] with thousands separators, or "" when it is missing."""
+    value = values.get(key)
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
 def format_table(results: dict) -> str:
     lines = [
         "| config | batch | JAX img/s | PyTorch eager img/s | JAX / eager | "
@@ -714,24 +726,21 @@ def format_table(results: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
-
-        def number(key, digits=1):
-            value = result.get(key)
-            return "" if value is None else f"{value:,.{digits}f}"
-
         flops = result.get("xla_flops_per_step_per_device")
         lines.append(
-            f"| {name} | {result['batch_size']} | {number('jax_images_per_second')} | "
-            f"{number('torch_eager_images_per_second')} | {number('jax_over_torch_eager', 2)} | "
-            f"{number('torch_compile_images_per_second')} | "
-            f"{number('jax_over_torch_compile', 2)} | {number('jax_compile_seconds')} | "
+            f"| {name} | {result['batch_size']} | {_cell(result, 'jax_images_per_second')} | "
+            f"{_cell(result, 'torch_eager_images_per_second')} | "
+            f"{_cell(result, 'jax_over_torch_eager', 2)} | "
+            f"{_cell(result, 'torch_compile_images_per_second')} | "
+            f"{_cell(result, 'jax_over_torch_compile', 2)} | "
+            f"{_cell(result, 'jax_compile_seconds')} | "
             f"{result['param_count']:,} | {'' if flops is None else f'{flops / 1e9:,.1f}'} |"
         )
     return "\n".join(lines)
 
 
 def format_backbone_table(results: dict) -> str:
-    """The backbone alone: milliseconds per call, and the backward pass by difference."""
+    """Return the table of the backbone alone: ms per call, the backward pass by difference."""
     lines = [
         "| config | batch | JAX forward ms | PyTorch forward ms | JAX backward ms | "
         "PyTorch backward ms | JAX speed / PyTorch, forward | JAX speed / PyTorch, backward |",
@@ -741,21 +750,15 @@ def format_backbone_table(results: dict) -> str:
         parts = result.get("backbone_parts")
         if not parts:
             continue
-
-        def cell(key):
-            return f"{parts[key]:,.1f}" if key in parts else ""
-
-        def ratio(part):
-            # Speed ratio as in the step table: PyTorch's time over JAX's.
-            if f"torch_{part}_ms" not in parts:
-                return ""
-            return f"{parts[f'torch_{part}_ms'] / parts[f'jax_{part}_ms']:.2f}"
-
-        lines.append(
-            f"| {name} | {result['batch_size']} | {cell('jax_forward_ms')} | "
-            f"{cell('torch_forward_ms')} | {cell('jax_backward_ms')} | "
-            f"{cell('torch_backward_ms')} | {ratio('forward')} | {ratio('backward')} |"
-        )
+        cells = [
+            _cell(parts, "jax_forward_ms"),
+            _cell(parts, "torch_forward_ms"),
+            _cell(parts, "jax_backward_ms"),
+            _cell(parts, "torch_backward_ms"),
+            _cell(parts, "jax_speed_over_torch_forward", 2),
+            _cell(parts, "jax_speed_over_torch_backward", 2),
+        ]
+        lines.append(f"| {name} | {result['batch_size']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ def start(log_level: str = "info") -> None:
     _started = True
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
-    # absl's handler on the root logger, as under app.run. Then every library's log lines
+    # Put absl's handler on the root logger, as app.run does, so every library's log lines
     # get absl's format and pass through the filter of quiet_library_logs.
     logging.use_absl_handler()
     platform.configure_xla_cpu()

@@ -27,10 +27,9 @@ NUM_PROCESSES = flags.DEFINE_integer(
 )
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process, 0..N-1.")
 
-# Library modules whose INFO lines (dozens per checkpoint) are hidden from the
-# binaries' logs; their warnings and errors still show.
-# Python modules whose INFO lines are hidden: Orbax's checkpointing internals, and
-# JAX's backend probing ("Unable to initialize backend 'tpu'" on every CPU machine).
+# Library modules whose INFO lines are hidden from the binaries' logs: Orbax's
+# checkpointing internals (dozens per checkpoint) and JAX's backend probing
+# ("Unable to initialize backend 'tpu'" on a CPU machine). Their warnings still show.
 _QUIET_MODULES = ("/orbax/", "/jax/_src/xla_bridge.py")
 
 

@@ -18,7 +18,7 @@ def write_curve_plots(results: dict, out_dir) -> list[pathlib.Path]:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = results["curves"]
-    # evaluate_codes results count the sets at the top; a training run's, in "protocol".
+    # evaluate_codes results count the sets at the top level, a training run's under "protocol".
     protocol = results.get("protocol", {})
     num_queries = results.get("num_queries", protocol.get("num_query"))
     num_database = results.get("num_database", protocol.get("num_database"))
@@ -80,7 +80,7 @@ def write_search_grid(
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # An image query gets a row of its own; a text query is the figure's title.
+    # An image query gets a row of its own, and a text query is the figure's title.
     query_rows = 0 if query_image is None else 1
     rows = query_rows + max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
