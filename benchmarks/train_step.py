@@ -2,7 +2,7 @@ r"""Throughput of the jitted training step, beside the same model in PyTorch.
 
   .venv/bin/python benchmarks/train_step.py [--configs=small_cnn,resnet18,resnet50] \
       [--steps=N] [--repeats=R] [--output=train_step.json] [--no_torch] [--no_torch_compile] \
-      [--backbone_parts]
+      [--no_torch_glibc] [--backbone_parts]
 
 Benchmark configs, each built from its file in configs/ with the batch size changed:
   small_cnn  configs/fashion_mnist.py: small CNN, 28x28x1, batch 128, 10 classes.
@@ -38,9 +38,16 @@ features' inner product with a fixed random matrix, with respect to the backbone
 parameters). The backward pass is the difference of the two. This shows which part
 of the network the step's time goes to, without the loss, optimizer and augmentation.
 
-XLA runs with the binaries' CPU setting (`semhash_jax.platform.configure_xla_cpu`:
-Eigen's convolutions instead of YNNPACK's); the JSON output records XLA_FLAGS. To time
-XLA's default, run with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+XLA runs with the binaries' CPU settings. The script restarts itself under tcmalloc
+when it is installed (`semhash_jax.platform.restart_with_tcmalloc`), and PyTorch in
+the same process shares it. A user of plain PyTorch gets glibc's malloc, so the
+PyTorch eager step is also timed in a child process with SEMHASH_JAX_MALLOC=default
+(column "glibc malloc"; --no_torch_glibc skips it). The minor page faults of each side
+per step are in the JSON and the summary lines. Convolutions run in Eigen instead of
+YNNPACK (`semhash_jax.platform.configure_xla_cpu`); the JSON output records XLA_FLAGS
+and the malloc. To time XLA's default convolutions, run with
+XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution; to time
+glibc's malloc on both sides, with SEMHASH_JAX_MALLOC=default.
 
 PyTorch must stay out of .venv, whose tests run without it. Install the CPU build in
 its own venv and put that venv's site-packages on PYTHONPATH:
@@ -63,8 +70,11 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -577,13 +587,14 @@ def benchmark_config(name: str, args) -> dict:
         "load_average_before": os.getloadavg(),
     }
 
-    print(f"[{name}] compiling the JAX step", flush=True)
-    sides = {"jax": JaxStep(config, benchmark.num_classes, host_batch, embeddings)}
-    jax_step = sides["jax"]
-    result["jax_compile_seconds"] = jax_step.compile_seconds
-    result["param_count"] = jax_step.param_count
-    result["batch_stat_count"] = jax_step.batch_stat_count
-    result["xla_flops_per_step_per_device"] = jax_step.flops_per_device
+    sides = {}
+    if not args.torch_only:
+        print(f"[{name}] compiling the JAX step", flush=True)
+        jax_step = sides["jax"] = JaxStep(config, benchmark.num_classes, host_batch, embeddings)
+        result["jax_compile_seconds"] = jax_step.compile_seconds
+        result["param_count"] = jax_step.param_count
+        result["batch_stat_count"] = jax_step.batch_stat_count
+        result["xla_flops_per_step_per_device"] = jax_step.flops_per_device
 
     if torch is not None and not args.no_torch:
         print(f"[{name}] building the PyTorch step", flush=True)
@@ -592,7 +603,7 @@ def benchmark_config(name: str, args) -> dict:
         )
         counts = (sides["torch_eager"].param_count, sides["torch_eager"].batch_stat_count)
         result["torch_param_count"], result["torch_batch_stat_count"] = counts
-        if counts != (jax_step.param_count, jax_step.batch_stat_count):
+        if "jax" in sides and counts != (jax_step.param_count, jax_step.batch_stat_count):
             raise RuntimeError(
                 f"{name}: PyTorch has {counts[0]} parameters and {counts[1]} batch-norm "
                 f"statistics, JAX {jax_step.param_count} and {jax_step.batch_stat_count}. "
@@ -606,10 +617,13 @@ def benchmark_config(name: str, args) -> dict:
             result["torch_compile_seconds"] = sides["torch_compile"].compile_seconds
 
     seconds = {side: [] for side in sides}
+    faults = {side: [] for side in sides}
     for repeat in range(args.repeats):
         for side, step in sides.items():
             time.sleep(SETTLE_SECONDS)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             seconds[side].append(step.run(steps))
+            faults[side].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         print(
             f"[{name}] repeat {repeat + 1}/{args.repeats}: "
             + ", ".join(f"{side} {times[-1]:.2f} s" for side, times in seconds.items()),
@@ -621,9 +635,15 @@ def benchmark_config(name: str, args) -> dict:
     for side, times in seconds.items():
         result[f"{side}_seconds_per_repeat"] = times
         result[f"{side}_images_per_second"] = median_images_per_second(times, images)
+        # Minor page faults of the process while this side ran, per step.
+        result[f"{side}_page_faults_per_step"] = statistics.median(faults[side]) / steps
+    if args.torch_only:
+        return result
+    if torch is not None and not args.no_torch and args.torch_glibc and preloaded_malloc():
+        result.update(torch_with_glibc_malloc(name, steps, args))
     jax_rate = result["jax_images_per_second"]
-    for side in ("torch_eager", "torch_compile"):
-        if side in sides:
+    for side in ("torch_eager", "torch_eager_glibc", "torch_compile"):
+        if f"{side}_images_per_second" in result:
             result[f"jax_over_{side}"] = jax_rate / result[f"{side}_images_per_second"]
 
     if args.backbone_parts:
@@ -645,6 +665,55 @@ def benchmark_config(name: str, args) -> dict:
             result["peak_fp32_tflops_per_device"] = fp32_peak
             result["mfu_vs_fp32_peak"] = result["jax_achieved_tflops_per_device"] / fp32_peak
     return result
+
+
+def preloaded_malloc() -> str:
+    """Return the malloc library this process was restarted with, or ""."""
+    from semhash_jax import host_allocator
+
+    return os.environ.get(host_allocator.RESTARTED_VARIABLE, "")
+
+
+def torch_with_glibc_malloc(name: str, steps: int, args) -> dict:
+    """Time the PyTorch eager step in a child process under the C library's malloc.
+
+    This process runs under tcmalloc, as the binaries do, and PyTorch shares it.
+    A user who runs plain PyTorch gets glibc's malloc, so this is the other
+    comparison. The child runs this script with --torch_only.
+    """
+    from semhash_jax import host_allocator
+
+    print(f"[{name}] timing PyTorch eager in a child process with glibc's malloc", flush=True)
+    environment = dict(os.environ)
+    for variable in (
+        "LD_PRELOAD",
+        host_allocator.RESTARTED_VARIABLE,
+        *host_allocator.TCMALLOC_DEFAULTS,
+    ):
+        environment.pop(variable, None)
+    environment[host_allocator.ENV_VARIABLE] = "default"
+    with tempfile.TemporaryDirectory() as folder:
+        output = os.path.join(folder, "torch.json")
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--configs={name}",
+            "--torch_only",
+            "--no_torch_compile",
+            f"--steps={steps}",
+            f"--repeats={args.repeats}",
+            f"--output={output}",
+        ]
+        subprocess.run(command, env=environment, check=True)
+        with open(output) as file:
+            child = json.load(file)
+    result = child["results"][name]
+    return {
+        "torch_eager_glibc_images_per_second": result["torch_eager_images_per_second"],
+        "torch_eager_glibc_seconds_per_repeat": result["torch_eager_seconds_per_repeat"],
+        "torch_eager_glibc_page_faults_per_step": result["torch_eager_page_faults_per_step"],
+        "torch_eager_glibc_malloc": child["machine"]["malloc"],
+    }
 
 
 def time_backbone_parts(name: str, config, host_batch: dict, steps: int, args) -> dict:
@@ -705,6 +774,7 @@ def machine_info() -> dict:
         "jax_device_kind": device.device_kind,
         "jax_device_count": jax.device_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "malloc": preloaded_malloc() or "the C library's",
     }
     if torch is not None:
         info["torch"] = torch.__version__
@@ -722,8 +792,9 @@ def _cell(values: dict, key: str, digits: int = 1) -> str:
 def format_table(results: dict) -> str:
     lines = [
         "| config | batch | JAX img/s | PyTorch eager img/s | JAX / eager | "
+        "PyTorch eager, glibc malloc img/s | JAX / eager with glibc | "
         "torch.compile img/s | JAX / compiled | JAX compile s | params | XLA GFLOP/step |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
         flops = result.get("xla_flops_per_step_per_device")
@@ -731,10 +802,13 @@ def format_table(results: dict) -> str:
             f"| {name} | {result['batch_size']} | {_cell(result, 'jax_images_per_second')} | "
             f"{_cell(result, 'torch_eager_images_per_second')} | "
             f"{_cell(result, 'jax_over_torch_eager', 2)} | "
+            f"{_cell(result, 'torch_eager_glibc_images_per_second')} | "
+            f"{_cell(result, 'jax_over_torch_eager_glibc', 2)} | "
             f"{_cell(result, 'torch_compile_images_per_second')} | "
             f"{_cell(result, 'jax_over_torch_compile', 2)} | "
             f"{_cell(result, 'jax_compile_seconds')} | "
-            f"{result['param_count']:,} | {'' if flops is None else f'{flops / 1e9:,.1f}'} |"
+            f"{_cell(result, 'param_count', 0)} | "
+            f"{'' if flops is None else f'{flops / 1e9:,.1f}'} |"
         )
     return "\n".join(lines)
 
@@ -784,6 +858,16 @@ def parse_args():
         "--no_torch_compile", action="store_true", help="Skip the torch.compile row."
     )
     parser.add_argument(
+        "--no_torch_glibc",
+        action="store_true",
+        help="Skip the PyTorch eager step in a child process with glibc's malloc.",
+    )
+    parser.add_argument(
+        "--torch_only",
+        action="store_true",
+        help="Time the PyTorch steps alone (the child process of the glibc comparison).",
+    )
+    parser.add_argument(
         "--backbone_parts",
         action="store_true",
         help="Also time the backbone alone, forward and forward plus backward, on each side.",
@@ -803,14 +887,19 @@ def parse_args():
         parser.error(f"unknown --configs {unknown}; choose from {', '.join(BENCHMARKS)}.")
     if args.steps < 0 or args.repeats < 1:
         parser.error("--steps must be >= 0 and --repeats >= 1.")
+    if args.torch_only and (args.no_torch or args.backbone_parts):
+        parser.error("--torch_only times PyTorch alone: drop --no_torch and --backbone_parts.")
+    args.torch_glibc = not args.no_torch_glibc
     return args
 
 
 def main():
     args = parse_args()
-    # The binaries' XLA CPU setting, before JAX starts (recorded as xla_flags below).
+    # The binaries' CPU settings, before JAX starts: tcmalloc (this restarts the script
+    # when it is installed) and the XLA flag, recorded as malloc and xla_flags below.
     from semhash_jax import platform as semhash_platform
 
+    semhash_platform.restart_with_tcmalloc()
     semhash_platform.configure_xla_cpu()
     if torch is not None:
         # One thread per usable core, as XLA's CPU thread pool.
@@ -830,8 +919,13 @@ def main():
     for name, result in results.items():
         print(
             f"{name}: load average {result['load_average_before']} before, "
-            f"{result['load_average_after']} after; "
-            + (f"model FLOP utilisation {result['mfu']:.1%}" if "mfu" in result else "")
+            f"{result['load_average_after']} after; page faults per step: "
+            + ", ".join(
+                f"{key[: -len('_page_faults_per_step')]} {value:,.0f}"
+                for key, value in result.items()
+                if key.endswith("_page_faults_per_step")
+            )
+            + (f"; model FLOP utilisation {result['mfu']:.1%}" if "mfu" in result else "")
         )
     if args.output:
         with open(args.output, "w") as output:

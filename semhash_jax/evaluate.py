@@ -45,6 +45,7 @@ def main(argv):
     if FLAGS.workdir is None and FLAGS.checkpoint_from is None:
         raise app.UsageError("Pass --workdir, or --checkpoint_from for a cross-dataset evaluation.")
     platform.quiet_library_logs()
+    platform.restart_with_tcmalloc()
     platform.configure_xla_cpu()
     platform.initialize_distributed_from_flags()
     import jax

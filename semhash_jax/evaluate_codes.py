@@ -32,6 +32,7 @@ def main(argv):
     from semhash_jax import platform
 
     platform.quiet_library_logs()
+    platform.restart_with_tcmalloc()
     platform.configure_xla_cpu()
     from semhash_jax import atomic_files
     from semhash_jax.retrieval import code_files, metrics

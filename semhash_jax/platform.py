@@ -12,6 +12,8 @@ import sys
 
 from absl import app, flags, logging
 
+from semhash_jax import host_allocator
+
 DISTRIBUTED = flags.DEFINE_enum(
     "distributed",
     "auto",
@@ -99,6 +101,35 @@ def _installed_accelerator_package() -> str | None:
     return None
 
 
+def _platforms_without_cpu() -> str | None:
+    """Return JAX_PLATFORMS when it is set and excludes the CPU, else None."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    return platforms if platforms and "cpu" not in platforms.split(",") else None
+
+
+def restart_with_tcmalloc() -> None:
+    """Restart this binary under tcmalloc when JAX computes on the CPU alone.
+
+    Call it first thing in a binary's main: the process is replaced by the same
+    command (`host_allocator.restart_with_tcmalloc`, which decides and logs why).
+    Hosts with an accelerator backend, or JAX_PLATFORMS without the CPU, keep
+    their malloc: the measurements behind tcmalloc were made on CPUs. An
+    invalid SEMHASH_JAX_MALLOC is a usage error.
+    """
+    platforms = _platforms_without_cpu()
+    if platforms:
+        logging.info("malloc: kept, JAX_PLATFORMS=%s excludes the CPU.", platforms)
+        return
+    accelerator = _installed_accelerator_package()
+    if accelerator is not None:
+        logging.info("malloc: kept, %s provides an accelerator backend.", accelerator)
+        return
+    try:
+        host_allocator.restart_with_tcmalloc()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
 def configure_xla_cpu() -> bool:
     """Add `XLA_CPU_CONVOLUTION_FLAG` to XLA_FLAGS, so that XLA runs CPU convolutions in Eigen.
 
@@ -108,8 +139,8 @@ def configure_xla_cpu() -> bool:
     accelerator backend is installed, and for jaxlib other than 0.10.x. Returns
     True when the flag was added.
     """
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if platforms and "cpu" not in platforms.split(","):
+    platforms = _platforms_without_cpu()
+    if platforms:
         logging.info("XLA_FLAGS left as they are: JAX_PLATFORMS=%s excludes the CPU.", platforms)
         return False
     before = os.environ.get("XLA_FLAGS", "")

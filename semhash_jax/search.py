@@ -37,6 +37,7 @@ def main(argv):
     from semhash_jax import platform
 
     platform.quiet_library_logs()
+    platform.restart_with_tcmalloc()
     platform.configure_xla_cpu()
     from semhash_jax import input_errors, searching
 

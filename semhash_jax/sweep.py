@@ -35,6 +35,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     platform.quiet_library_logs()
+    platform.restart_with_tcmalloc()
     platform.configure_xla_cpu()
     platform.initialize_distributed_from_flags()
     from semhash_jax import input_errors, preemption, sweep_runner
