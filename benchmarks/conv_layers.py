@@ -14,9 +14,12 @@ entry is the fastest of --repeats means over --steps calls, in milliseconds, and
 the matrix products also as GFLOP/s. Every JAX function is jitted and
 compiled before timing.
 
-XLA runs with the binaries' CPU setting (`semhash_jax.platform.configure_xla_cpu`:
-Eigen's convolutions instead of YNNPACK's). To time XLA's default, YNNPACK, run
-with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+XLA runs with the binaries' CPU settings: the script restarts itself under tcmalloc
+when it is installed (`semhash_jax.platform.restart_with_tcmalloc`), and convolutions
+run in Eigen instead of YNNPACK (`semhash_jax.platform.configure_xla_cpu`). To time
+XLA's default, YNNPACK, run with
+XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution, and to keep
+glibc's malloc, with SEMHASH_JAX_MALLOC=default.
 
 PyTorch is optional (bench-only); install it as benchmarks/train_step.py describes and
 put its site-packages on PYTHONPATH.
@@ -139,7 +142,9 @@ def main():
     )
     parser.add_argument("--output", help="Also write the results to this JSON file.")
     args = parser.parse_args()
-    # The binaries' XLA CPU setting, unless your own XLA_FLAGS set YNNPACK fusion types.
+    # The binaries' CPU settings: tcmalloc (a restart), and the XLA flag unless your
+    # own XLA_FLAGS set YNNPACK fusion types.
+    semhash_platform.restart_with_tcmalloc()
     semhash_platform.configure_xla_cpu()
     if torch is not None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
