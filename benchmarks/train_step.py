@@ -55,6 +55,8 @@ its own venv and put that venv's site-packages on PYTHONPATH:
   python3.11 -m venv /work/torch-venv && /work/torch-venv/bin/pip install torch==2.13.0
   PYTHONPATH=/work/torch-venv/lib/python3.11/site-packages .venv/bin/python benchmarks/train_step.py
 
+The package mirror of the benchmark machine served the CPU build (2.13.0+cpu) to that
+command. From PyPI, add --index-url https://download.pytorch.org/whl/cpu to get it.
 That venv adds torch, sympy, mpmath, networkx and jinja2. The packages it shares with
 .venv (typing_extensions, filelock, fsspec, MarkupSafe) have the same versions, except
 setuptools and pip, which nothing here imports.

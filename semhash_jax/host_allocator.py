@@ -8,8 +8,8 @@ took about 19,700 page faults per step, and the ResNet-18 step 134,000.
 tcmalloc keeps freed memory and hands it out again. The small CNN's step ran
 1.3 to 1.6x as fast under it, ResNet-18's 1.13x (docs/benchmarks.md). glibc's
 own settings (one arena, no mmap, no trimming) also stopped these faults, but
-its heap fragmented: with a 128 MiB temporary buffer, the buffer's address moved
-up at almost every call, and the process grew to about 1.3 GB where tcmalloc
+its heap fragmented. With a 128 MiB temporary buffer, the buffer's address moved
+up at almost every call. The process grew to about 1.3 GB, where tcmalloc
 needed 0.5 GB.
 
 Only a process that starts with tcmalloc preloaded uses it for all its
@@ -67,10 +67,20 @@ def find_tcmalloc(folders: list[str] | None = None) -> str | None:
     return None
 
 
+def _is_shared_library(path: str) -> bool:
+    """Return True when `path` starts with the ELF magic number, as shared libraries do."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def preload_plan(environ, folders: list[str] | None = None) -> tuple[str | None, str]:
     """Return (the library to restart with, or None; the reason) for this environment.
 
-    Raises ValueError when SEMHASH_JAX_MALLOC names a file that does not exist.
+    Raises ValueError when SEMHASH_JAX_MALLOC is neither a choice nor the path of
+    a shared library.
     """
     choice = environ.get(ENV_VARIABLE, "").strip() or "tcmalloc"
     if environ.get(RESTARTED_VARIABLE):
@@ -83,10 +93,17 @@ def preload_plan(environ, folders: list[str] | None = None) -> tuple[str | None,
     if not sys.platform.startswith("linux"):
         return None, f"the C library's malloc kept: LD_PRELOAD is for Linux, not {sys.platform}"
     if choice != "tcmalloc":
-        if not os.path.isfile(choice):
+        if not os.path.isfile(choice) or not _is_shared_library(choice):
+            example = find_tcmalloc(folders) or "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+            problem = (
+                "a file that is not a shared library"
+                if os.path.isfile(choice)
+                else ("neither 'tcmalloc', 'default' nor an existing file")
+            )
             raise ValueError(
-                f"{ENV_VARIABLE}={choice!r} is neither 'tcmalloc', 'default' nor an existing "
-                "file. Set it to one of those, e.g. the path of libtcmalloc_minimal.so.4."
+                f"Invalid {ENV_VARIABLE}={choice!r}: {problem}. Set it to 'tcmalloc' (the "
+                f"default), 'default' (the C library's malloc) or the path of a malloc "
+                f"library such as {example}."
             )
         return choice, f"{ENV_VARIABLE}={choice}"
     library = find_tcmalloc(folders)
@@ -96,6 +113,16 @@ def preload_plan(environ, folders: list[str] | None = None) -> tuple[str | None,
             f"run up to 1.5x faster under it: {INSTALL_HINT} (docs/benchmarks.md)"
         )
     return library, "tcmalloc reuses freed memory (docs/benchmarks.md)"
+
+
+def is_mapped(library: str, maps_path: str = "/proc/self/maps") -> bool:
+    """Return True when this process has `library` (or the file it links to) mapped."""
+    target = os.path.realpath(library)
+    try:
+        with open(maps_path) as maps:
+            return any(line.rstrip().endswith(target) for line in maps)
+    except OSError:
+        return False
 
 
 def restart_environment(environ, library: str) -> dict:
@@ -113,10 +140,19 @@ def restart_environment(environ, library: str) -> dict:
 def restart_with_tcmalloc() -> None:
     """Replace this process with the same command under tcmalloc when `preload_plan` returns a library.
 
-    Returns (and logs why) when no restart is due. Raises ValueError for a
-    SEMHASH_JAX_MALLOC that names a missing file.
+    Returns (and logs why) when no restart is due, and in the restarted process
+    logs whether the library really loaded. Raises ValueError for an invalid
+    SEMHASH_JAX_MALLOC.
     """
     library, reason = preload_plan(os.environ)
+    restarted_with = os.environ.get(RESTARTED_VARIABLE)
+    if restarted_with and not is_mapped(restarted_with):
+        logging.warning(
+            "malloc: LD_PRELOAD=%s did not load (the dynamic loader's message is above), so "
+            "this process runs with the C library's malloc.",
+            restarted_with,
+        )
+        return
     if library is None:
         logging.info("malloc: %s.", reason)
         return

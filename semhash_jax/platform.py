@@ -114,7 +114,7 @@ def restart_with_tcmalloc() -> None:
     command (`host_allocator.restart_with_tcmalloc`, which decides and logs why).
     Hosts with an accelerator backend, or JAX_PLATFORMS without the CPU, keep
     their malloc: the measurements behind tcmalloc were made on CPUs. An
-    invalid SEMHASH_JAX_MALLOC is a usage error.
+    invalid SEMHASH_JAX_MALLOC exits with status 1 and the error.
     """
     platforms = _platforms_without_cpu()
     if platforms:
@@ -127,7 +127,8 @@ def restart_with_tcmalloc() -> None:
     try:
         host_allocator.restart_with_tcmalloc()
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        # An environment variable, not a flag: the error alone, without the flags' help.
+        raise SystemExit(f"Error: {e}") from None
 
 
 def configure_xla_cpu() -> bool:

@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from absl import app
-
 from semhash_jax import host_allocator, platform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,9 +15,12 @@ needs_tcmalloc = pytest.mark.skipif(
 )
 
 
+ELF_HEADER = b"\x7fELF" + bytes(12)
+
+
 @pytest.fixture
 def fake_library_folder(tmp_path):
-    (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(ELF_HEADER)
     return [str(tmp_path)]
 
 
@@ -63,14 +64,39 @@ def test_plan_keeps_malloc(environ, expected_reason, fake_library_folder):
 
 def test_plan_with_a_library_path(tmp_path):
     path = tmp_path / "libmymalloc.so"
-    path.write_bytes(b"")
+    path.write_bytes(ELF_HEADER)
     library, _ = host_allocator.preload_plan({"SEMHASH_JAX_MALLOC": str(path)}, [])
     assert library == str(path)
 
 
-def test_plan_rejects_a_missing_library():
-    with pytest.raises(ValueError, match=r"SEMHASH_JAX_MALLOC='/no/such\.so'.*'tcmalloc'"):
-        host_allocator.preload_plan({"SEMHASH_JAX_MALLOC": "/no/such.so"}, [])
+def test_plan_rejects_a_missing_library(fake_library_folder):
+    environ = {"SEMHASH_JAX_MALLOC": "/no/such.so"}
+    with pytest.raises(ValueError) as error:
+        host_allocator.preload_plan(environ, fake_library_folder)
+    message = str(error.value)
+    assert "Invalid SEMHASH_JAX_MALLOC='/no/such.so'" in message
+    assert "neither 'tcmalloc', 'default' nor an existing file" in message
+    # The example is the tcmalloc found on this machine.
+    assert os.path.join(fake_library_folder[0], "libtcmalloc_minimal.so.4") in message
+
+
+def test_plan_rejects_a_file_that_is_no_library(tmp_path):
+    path = tmp_path / "notalib.so"
+    path.write_text("not a library\n")
+    with pytest.raises(ValueError, match="a file that is not a shared library"):
+        host_allocator.preload_plan({"SEMHASH_JAX_MALLOC": str(path)}, [])
+
+
+def test_is_mapped_reads_the_maps(tmp_path):
+    library = tmp_path / "libtcmalloc_minimal.so.4.5.10"
+    library.write_bytes(ELF_HEADER)
+    link = tmp_path / "libtcmalloc_minimal.so.4"
+    link.symlink_to(library.name)
+    maps = tmp_path / "maps"
+    maps.write_text(f"7f00-7f10 r-xp 00000000 08:01 42   {library}\n")
+    assert host_allocator.is_mapped(str(link), str(maps))
+    assert not host_allocator.is_mapped(str(tmp_path / "other.so"), str(maps))
+    assert not host_allocator.is_mapped(str(link), str(tmp_path / "missing"))
 
 
 def test_restart_environment():
@@ -79,16 +105,16 @@ def test_restart_environment():
     assert environment["SEMHASH_JAX_MALLOC_RESTARTED"] == "/lib/tc.so"
     assert environment["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] == str(2**40)
     assert environment["TCMALLOC_RELEASE_RATE"] == "0"
-    kept = host_allocator.restart_environment(
+    user_threshold = host_allocator.restart_environment(
         {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": "5"}, "/lib/tc.so"
     )
-    assert kept["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] == "5"
-    assert kept["LD_PRELOAD"] == "/lib/tc.so"
+    assert user_threshold["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] == "5"
+    assert user_threshold["LD_PRELOAD"] == "/lib/tc.so"
 
 
 def test_restart_runs_the_same_command(monkeypatch, tmp_path):
     library = tmp_path / "libtcmalloc_minimal.so.4"
-    library.write_bytes(b"")
+    library.write_bytes(ELF_HEADER)
     calls = []
     monkeypatch.setattr(host_allocator, "library_dirs", lambda: [str(tmp_path)])
     monkeypatch.setattr(host_allocator.os, "execve", lambda *args: calls.append(args))
@@ -110,13 +136,23 @@ def test_restart_runs_the_same_command(monkeypatch, tmp_path):
     assert len(calls) == 1
 
 
-def test_invalid_choice_is_a_usage_error(monkeypatch):
+def test_invalid_choice_exits_with_the_error(monkeypatch):
     monkeypatch.setattr(platform, "_installed_accelerator_package", lambda: None)
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     monkeypatch.delenv("SEMHASH_JAX_MALLOC_RESTARTED", raising=False)
     monkeypatch.setenv("SEMHASH_JAX_MALLOC", "tcmallocc")
-    with pytest.raises(app.UsageError, match="'tcmallocc' is neither"):
+    with pytest.raises(SystemExit, match="^Error: Invalid SEMHASH_JAX_MALLOC='tcmallocc'"):
         platform.restart_with_tcmalloc()
+
+
+def test_failed_preload_is_reported(monkeypatch, caplog):
+    # The restarted process, whose LD_PRELOAD the loader ignored: no second restart.
+    monkeypatch.setenv("SEMHASH_JAX_MALLOC_RESTARTED", "/no/such/libtcmalloc.so")
+    monkeypatch.setattr(host_allocator.os, "execve", lambda *args: pytest.fail("restarted"))
+    with caplog.at_level("INFO"):
+        host_allocator.restart_with_tcmalloc()
+    assert "LD_PRELOAD=/no/such/libtcmalloc.so did not load" in caplog.text
+    assert "runs with the C library's malloc" in caplog.text
 
 
 # Prints its process id, restarts, and reports what the restarted process runs with,
