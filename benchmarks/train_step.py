@@ -641,7 +641,7 @@ def benchmark_config(name: str, args) -> dict:
         result[f"{side}_page_faults_per_step"] = statistics.median(faults[side]) / steps
     if args.torch_only:
         return result
-    if torch is not None and not args.no_torch and args.torch_glibc and preloaded_malloc():
+    if torch is not None and not args.no_torch and not args.no_torch_glibc and preloaded_malloc():
         result.update(torch_with_glibc_malloc(name, steps, args))
     jax_rate = result["jax_images_per_second"]
     for side in ("torch_eager", "torch_eager_glibc", "torch_compile"):
@@ -891,7 +891,6 @@ def parse_args():
         parser.error("--steps must be >= 0 and --repeats >= 1.")
     if args.torch_only and (args.no_torch or args.backbone_parts):
         parser.error("--torch_only times PyTorch alone: drop --no_torch and --backbone_parts.")
-    args.torch_glibc = not args.no_torch_glibc
     return args
 
 

@@ -14,7 +14,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
-# Install Debian packages; refresh the package lists only when the first try fails.
+# Install Debian packages. The package lists are refreshed only when the first try fails.
 apt_install() {
   apt-get install -y -q "$@" >/dev/null \
     || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }

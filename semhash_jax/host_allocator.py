@@ -38,9 +38,9 @@ RESTARTED_VARIABLE = "SEMHASH_JAX_MALLOC_RESTARTED"
 # tcmalloc settings of the restarted process, where the user has not set them:
 # - gperftools reports every allocation above 1 GiB on stderr, which a ResNet-50
 #   step's temporary buffer can pass: only above 1 TiB here.
-# - At its default release rate, tcmalloc gives some freed pages back to the kernel,
-#   and a 128 MiB temporary buffer faulted its pages in again at about one call in
-#   three. At rate 0 it keeps them, and the process keeps its peak size until it exits.
+# - At its default release rate, tcmalloc gives some freed pages back to the kernel:
+#   a 128 MiB temporary buffer faulted its pages in again at 2 or 3 of 60 calls. At
+#   rate 0 it keeps them, so the process keeps its peak size until it exits.
 TCMALLOC_DEFAULTS = {
     "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(2**40),
     "TCMALLOC_RELEASE_RATE": "0",
@@ -93,24 +93,23 @@ def preload_plan(environ, folders: list[str] | None = None) -> tuple[str | None,
     if not sys.platform.startswith("linux"):
         return None, f"the C library's malloc kept: LD_PRELOAD is for Linux, not {sys.platform}"
     if choice != "tcmalloc":
-        if not os.path.isfile(choice) or not _is_shared_library(choice):
-            example = find_tcmalloc(folders) or "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-            problem = (
-                "a file that is not a shared library"
-                if os.path.isfile(choice)
-                else ("neither 'tcmalloc', 'default' nor an existing file")
-            )
-            raise ValueError(
-                f"Invalid {ENV_VARIABLE}={choice!r}: {problem}. Set it to 'tcmalloc' (the "
-                f"default), 'default' (the C library's malloc) or the path of a malloc "
-                f"library such as {example}."
-            )
-        return choice, f"{ENV_VARIABLE}={choice}"
+        if not os.path.isfile(choice):
+            problem = "neither 'tcmalloc', 'default' nor an existing file"
+        elif not _is_shared_library(choice):
+            problem = "a file that is not a shared library"
+        else:
+            return choice, f"{ENV_VARIABLE}={choice}"
+        example = find_tcmalloc(folders) or "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+        raise ValueError(
+            f"Invalid {ENV_VARIABLE}={choice!r}: {problem}. Set it to 'tcmalloc' (the "
+            f"default), 'default' (the C library's malloc) or the path of a malloc "
+            f"library such as {example}."
+        )
     library = find_tcmalloc(folders)
     if library is None:
         return None, (
             "the C library's malloc kept: tcmalloc is not installed. CPU training steps "
-            f"run up to 1.5x faster under it: {INSTALL_HINT} (docs/benchmarks.md)"
+            f"ran 1.1 to 1.6x faster under it: {INSTALL_HINT} (docs/benchmarks.md)"
         )
     return library, "tcmalloc reuses freed memory (docs/benchmarks.md)"
 
@@ -144,7 +143,6 @@ def restart_with_tcmalloc() -> None:
     logs whether the library really loaded. Raises ValueError for an invalid
     SEMHASH_JAX_MALLOC.
     """
-    library, reason = preload_plan(os.environ)
     restarted_with = os.environ.get(RESTARTED_VARIABLE)
     if restarted_with and not is_mapped(restarted_with):
         logging.warning(
@@ -153,6 +151,7 @@ def restart_with_tcmalloc() -> None:
             restarted_with,
         )
         return
+    library, reason = preload_plan(os.environ)
     if library is None:
         logging.info("malloc: %s.", reason)
         return

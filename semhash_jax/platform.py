@@ -5,6 +5,7 @@ train and evaluate; it imports neither JAX nor TensorFlow.
 """
 
 import ast
+import functools
 import importlib.metadata
 import logging as python_logging
 import os
@@ -92,8 +93,13 @@ def xla_flags_for_cpu(xla_flags: str, jaxlib_version: str | None) -> str:
     return f"{xla_flags} {XLA_CPU_CONVOLUTION_FLAG}".strip()
 
 
+@functools.cache
 def _installed_accelerator_package() -> str | None:
-    """Return the name of an installed GPU or TPU backend distribution, or None."""
+    """Return the name of an installed GPU or TPU backend distribution, or None.
+
+    Cached: the binaries ask twice at start-up, and each scan reads the metadata
+    of every installed distribution.
+    """
     for distribution in importlib.metadata.distributions():
         name = (distribution.metadata["Name"] or "").lower()
         if name.startswith(_ACCELERATOR_PACKAGES):
